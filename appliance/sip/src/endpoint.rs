@@ -1,0 +1,987 @@
+//! The SIP endpoint: the one machine the daemon's SIP driver talks to. It owns the transaction
+//! tables, the location service, the proxy's response contexts and the timer queue.
+//!
+//! Drive it like quinn-proto's `Endpoint`: after every [`Endpoint::handle_input`], drain
+//! [`Endpoint::poll_output`] until it returns `None`, then sleep until
+//! [`Endpoint::poll_timeout`] and feed [`Input::Timeout`].
+
+use crate::location::{Aor, Binding, BindingRecord, Location, Target};
+use crate::message::{self, Message, Method, ParseError, Request, Response};
+use crate::proxy::{self, Context, Decision, Us};
+use crate::proxy::{
+    cancel_for, mark_received, pop_via, prepare_forward, request_branch, stable_hash,
+    upstream_target,
+};
+use crate::registrar::{self, RegistrarConfig};
+use crate::reject::Reject;
+use crate::response::{build_response, echo_of, echo_response};
+use crate::storage::Storage;
+use crate::transaction::client::ClientTransaction;
+use crate::transaction::client_invite::ClientInviteTransaction;
+use crate::transaction::server::ServerTransaction;
+use crate::transaction::server_invite::ServerInviteTransaction;
+use crate::transaction::{self, Intervals, Step, Timer, TuEvent};
+use crate::{ALLOW, Transport};
+use bytes::Bytes;
+use ezk_sip_types::Name;
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How the endpoint behaves; every field has the default the README documents.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub intervals: Intervals,
+    pub registrar: RegistrarConfig,
+    /// How long an INVITE may ring before the caller gets `480` and the branches are CANCELled.
+    pub no_answer: Duration,
+    /// Larger messages get `513` (requests) or are dropped (responses).
+    pub max_message_bytes: usize,
+    /// Names that mean this appliance in a Request-URI or Route (its addresses always do).
+    pub domains: Vec<String>,
+    /// Addresses we listen on; with packets' arrival addresses they decide what "us" is.
+    pub listen: Vec<SocketAddr>,
+    /// `Server` header value.
+    pub server: String,
+    /// Seed for tags and branches, so tests are reproducible.
+    pub rng_seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            intervals: Intervals::default(),
+            registrar: RegistrarConfig::default(),
+            no_answer: Duration::from_secs(25),
+            max_message_bytes: 65536,
+            domains: Vec::new(),
+            listen: Vec::new(),
+            server: concat!("fieldmesh/", env!("CARGO_PKG_VERSION")).to_string(),
+            rng_seed: 0,
+        }
+    }
+}
+
+/// One message from the network, or for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    pub transport: Transport,
+    /// Our address: where it arrived (IP_PKTINFO) or where it must leave from.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// One whole SIP message (stream transports are framed by the driver).
+    pub bytes: Bytes,
+}
+
+/// What the endpoint is fed.
+#[derive(Debug)]
+pub enum Input {
+    Datagram(Datagram),
+    /// The deadline from [`Endpoint::poll_timeout`] passed.
+    Timeout,
+}
+
+/// What the endpoint asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    Transmit(Datagram),
+    Event(Event),
+}
+
+/// Things the daemon may want to know (and later issues announce to the overlay).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The bindings of `aor` changed (registered, refreshed, removed or expired).
+    BindingsChanged { aor: Aor },
+}
+
+#[derive(Debug)]
+enum ServerMachine {
+    Invite(ServerInviteTransaction),
+    Plain(ServerTransaction),
+}
+
+#[derive(Debug)]
+struct ServerEntry {
+    machine: ServerMachine,
+    key: String,
+    reply: Target,
+    request: Request,
+    to_tag: String,
+}
+
+#[derive(Debug)]
+enum ClientMachine {
+    Invite(ClientInviteTransaction),
+    Plain(ClientTransaction),
+}
+
+#[derive(Debug)]
+struct ClientEntry {
+    machine: ClientMachine,
+    key: String,
+    target: Target,
+    /// The response context and branch index this transaction serves; `None` for CANCELs.
+    branch: Option<(u64, usize)>,
+}
+
+impl ClientEntry {
+    fn request(&self) -> &Request {
+        match &self.machine {
+            ClientMachine::Invite(m) => &m.request,
+            ClientMachine::Plain(m) => &m.request,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Server(u64, Timer),
+    Client(u64, Timer),
+    NoAnswer(u64),
+    Sweep,
+}
+
+/// How often expired bindings are swept from memory and disk.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The SIP core: registrar, location service and stateful proxy.
+pub struct Endpoint<S: Storage> {
+    config: Config,
+    rng: SmallRng,
+    storage: S,
+    location: Location,
+    servers: HashMap<u64, ServerEntry>,
+    server_keys: HashMap<String, u64>,
+    clients: HashMap<u64, ClientEntry>,
+    client_keys: HashMap<String, u64>,
+    contexts: HashMap<u64, Context>,
+    timers: BTreeSet<(Instant, TimerRef)>,
+    outputs: VecDeque<Output>,
+    addrs: HashSet<SocketAddr>,
+    next_id: u64,
+}
+
+impl<S: Storage> Endpoint<S> {
+    pub fn new(now: Instant, config: Config, storage: S) -> Self {
+        let mut timers = BTreeSet::new();
+        timers.insert((now + SWEEP_EVERY, TimerRef::Sweep));
+        Endpoint {
+            rng: SmallRng::seed_from_u64(config.rng_seed),
+            addrs: config.listen.iter().copied().collect(),
+            config,
+            storage,
+            location: Location::default(),
+            servers: HashMap::new(),
+            server_keys: HashMap::new(),
+            clients: HashMap::new(),
+            client_keys: HashMap::new(),
+            contexts: HashMap::new(),
+            timers,
+            outputs: VecDeque::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Puts back bindings and known extensions read from durable storage at start.
+    /// `known` is (extension, how much longer it stays known).
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        bindings: Vec<BindingRecord>,
+        known: Vec<(String, Duration)>,
+    ) {
+        for (aor, left) in known {
+            self.location.remember(Aor(aor), now + left);
+        }
+        let mut by_aor: HashMap<String, Vec<Binding>> = HashMap::new();
+        for record in bindings.into_iter().filter(|r| !r.expires_in.is_zero()) {
+            by_aor
+                .entry(record.aor.clone())
+                .or_default()
+                .push(record.into_binding(now));
+        }
+        for (aor, list) in by_aor {
+            let aor = Aor(aor);
+            self.location
+                .set(&aor, list, now + self.config.registrar.known_for);
+        }
+    }
+
+    /// Live bindings, for the status API.
+    pub fn bindings(&self, now: Instant) -> Vec<&Binding> {
+        self.location.all(now).collect()
+    }
+
+    /// Transactions and contexts in flight (for status and leak checks in tests).
+    pub fn in_flight(&self) -> (usize, usize, usize) {
+        (self.servers.len(), self.clients.len(), self.contexts.len())
+    }
+
+    /// The durable store, for the daemon's shutdown and tests.
+    pub fn storage(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    /// Feeds one input. Afterwards drain [`Endpoint::poll_output`].
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Datagram(d) => self.handle_datagram(now, d),
+            Input::Timeout => self.handle_timeout(now),
+        }
+    }
+
+    /// The next thing to do; call until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest deadline; when it passes, feed [`Input::Timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    fn handle_datagram(&mut self, now: Instant, d: Datagram) {
+        // The arrival address is ours (IP_PKTINFO): remember it so Route and Request-URI checks
+        // recognise it. Bounded by the machine's own addresses.
+        if self.addrs.len() < 256 {
+            self.addrs.insert(d.local);
+        }
+        let arrival = Target {
+            transport: d.transport,
+            local: d.local,
+            remote: d.remote,
+        };
+        let too_large = d.bytes.len() > self.config.max_message_bytes;
+        match message::parse(&d.bytes, d.transport == Transport::Tcp) {
+            Ok(Message::Request(_)) | Err(ParseError::Request { .. }) if too_large => {
+                tracing::warn!(remote = %d.remote, len = d.bytes.len(), "message too large");
+                if let Some(echo) = echo_of(&d.bytes) {
+                    let (code, reason) = Reject::TooLarge.status();
+                    self.transmit(
+                        arrival,
+                        echo_response(&echo, code, reason, &self.config.server),
+                    );
+                }
+            }
+            Ok(Message::Request(request)) => self.handle_request(now, request, arrival),
+            Ok(Message::Response(_)) if too_large => {
+                tracing::warn!(remote = %d.remote, len = d.bytes.len(), "response too large, dropped");
+            }
+            Ok(Message::Response(response)) => self.handle_response(now, response),
+            Err(ParseError::Request {
+                status,
+                reason,
+                echo,
+            }) => {
+                tracing::info!(remote = %d.remote, status, %reason, "malformed request");
+                // ACK is never answered (RFC 3261 §17.2.3).
+                if let (Some(echo), false) = (echo, d.bytes.starts_with(b"ACK ")) {
+                    self.transmit(
+                        arrival,
+                        echo_response(&echo, status, &reason, &self.config.server),
+                    );
+                }
+            }
+            Err(ParseError::Response(why)) => {
+                tracing::info!(remote = %d.remote, %why, "malformed response dropped");
+            }
+            Err(ParseError::NotSip(why)) => {
+                tracing::debug!(remote = %d.remote, why, "not SIP, dropped")
+            }
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, mut request: Request, arrival: Target) {
+        mark_received(&mut request, arrival.remote);
+        let span = tracing::info_span!("request", call_id = %request.common.call_id, method = %request.method);
+        let _enter = span.enter();
+        if request.method.is(Method::ACK) {
+            return self.handle_ack(now, request, arrival);
+        }
+        if request.method.is(Method::CANCEL) {
+            return self.handle_cancel(now, request, arrival);
+        }
+        let key = transaction::server_key(&request, request.method.as_str());
+        if let Some(id) = self.server_keys.get(&key).copied() {
+            let step = match &mut self
+                .servers
+                .get_mut(&id)
+                .expect("keys and entries move together")
+                .machine
+            {
+                ServerMachine::Invite(m) => m.handle_retransmission(),
+                ServerMachine::Plain(m) => m.handle_retransmission(),
+            };
+            return self.apply_server_step(now, id, step);
+        }
+        let id = self.new_server(now, request, arrival, key);
+        let request = &self.servers[&id].request;
+        if request.method.is(Method::INVITE) {
+            // §16.2: a stateful proxy answers INVITE with 100 at once to stop retransmissions.
+            self.answer(now, id, 100, "Trying", &[], None);
+        }
+        self.dispatch(now, id);
+    }
+
+    /// Routes a new request (its server transaction `id` exists) and carries the decision out.
+    fn dispatch(&mut self, now: Instant, id: u64) {
+        let entry = &self.servers[&id];
+        let arrival = entry.reply;
+        let us = Us {
+            addrs: &self.addrs,
+            domains: &self.config.domains,
+        };
+        let (routes, _) = proxy::pop_our_routes(&entry.request, &us);
+        let decision = proxy::route(now, &entry.request, &routes, arrival, &us, &self.location);
+        match decision {
+            Decision::Reject(reject) => self.reject(now, id, &reject),
+            Decision::Options => {
+                let extra = [
+                    ("Allow", ALLOW.to_string()),
+                    ("Accept", "application/sdp, text/plain".to_string()),
+                    ("Supported", String::new()),
+                ];
+                self.answer(now, id, 200, "OK", &extra, None);
+            }
+            Decision::Register => self.register(now, id),
+            Decision::Fork { aor, branches } => {
+                tracing::debug!(aor = %aor, branches = branches.len(), "forking");
+                let targets = branches
+                    .into_iter()
+                    .map(|(contact, t)| (Some(contact), t))
+                    .collect();
+                self.forward(now, id, targets);
+            }
+            Decision::Relay { target } => self.forward(now, id, vec![(None, target)]),
+        }
+    }
+
+    fn register(&mut self, now: Instant, id: u64) {
+        let entry = &self.servers[&id];
+        let result = registrar::register(
+            now,
+            &entry.request,
+            entry.reply,
+            &self.config.registrar,
+            &mut self.location,
+            &mut self.storage,
+        );
+        match result {
+            Ok((aor, bindings)) => {
+                let contacts: Vec<(&'static str, String)> = bindings
+                    .iter()
+                    .map(|b| {
+                        let left = b.expires_at.saturating_duration_since(now).as_secs();
+                        ("Contact", format!("<{}>;expires={left}", b.contact))
+                    })
+                    .collect();
+                tracing::info!(aor = %aor, bindings = bindings.len(), "registered");
+                self.answer(now, id, 200, "OK", &contacts, None);
+                self.outputs
+                    .push_back(Output::Event(Event::BindingsChanged { aor }));
+            }
+            Err(reject) => self.reject(now, id, &reject),
+        }
+    }
+
+    /// Forwards the request of server transaction `id` to each target (§16.6), statefully.
+    /// A target with a contact rewrites the Request-URI to it.
+    fn forward(&mut self, now: Instant, id: u64, targets: Vec<(Option<String>, Target)>) {
+        let request = self.servers[&id].request.clone();
+        let invite = request.method.is(Method::INVITE);
+        if targets.iter().any(|(_, t)| self.is_our_addr(t.remote)) {
+            return self.reject(now, id, &Reject::LoopDetected);
+        }
+        let no_answer_at = invite.then(|| now + self.config.no_answer);
+        let mut context = Context::new(invite);
+        let arrival = self.servers[&id].reply;
+        let us = Us {
+            addrs: &self.addrs,
+            domains: &self.config.domains,
+        };
+        let (routes, _) = proxy::pop_our_routes(&request, &us);
+        let mut started = Vec::new();
+        for (index, (contact, target)) in targets.into_iter().enumerate() {
+            let mut out = request.clone();
+            if let Some(contact) = contact {
+                match message::parse_all::<ezk_sip_types::uri::SipUri>(&contact) {
+                    Some(uri) => out.uri = uri,
+                    None => continue,
+                }
+            }
+            let random = self.rng.next_u64();
+            prepare_forward(&mut out, arrival, target, &routes, random);
+            let (client, first) = self.new_client(now, out, target, Some((id, index)));
+            context.branches.push(proxy::Branch {
+                client,
+                provisional: false,
+                done: false,
+                cancel_pending: false,
+                cancel_sent: false,
+            });
+            started.push((client, first));
+        }
+        if context.branches.is_empty() {
+            return self.reject(now, id, &Reject::Unavailable);
+        }
+        if let Some(at) = no_answer_at {
+            self.timers.insert((at, TimerRef::NoAnswer(id)));
+        }
+        self.contexts.insert(id, context);
+        for (client, first) in started {
+            self.apply_client_step(now, client, first);
+        }
+    }
+
+    fn handle_ack(&mut self, now: Instant, request: Request, arrival: Target) {
+        let key = transaction::server_key(&request, Method::INVITE);
+        if let Some(id) = self.server_keys.get(&key).copied() {
+            if let ServerMachine::Invite(m) = &mut self.servers.get_mut(&id).expect("keyed").machine
+            {
+                let step = m.handle_ack(now);
+                return self.apply_server_step(now, id, step);
+            }
+        }
+        // An ACK for a 2xx is end to end: forward it statelessly along its Route (§16.11).
+        let us = Us {
+            addrs: &self.addrs,
+            domains: &self.config.domains,
+        };
+        let (routes, _) = proxy::pop_our_routes(&request, &us);
+        match proxy::route(now, &request, &routes, arrival, &us, &self.location) {
+            Decision::Relay { target } if !self.is_our_addr(target.remote) => {
+                let mut out = request;
+                let branch_seed = stable_hash(request_branch(&out));
+                prepare_forward(&mut out, arrival, target, &routes, branch_seed);
+                self.transmit(target, out.encode());
+            }
+            Decision::Fork { branches, .. } => {
+                // Route-less ACK to an AOR (clients that ignore Record-Route): to every contact.
+                for (contact, target) in branches {
+                    let mut out = request.clone();
+                    if let Some(uri) = message::parse_all::<ezk_sip_types::uri::SipUri>(&contact) {
+                        out.uri = uri;
+                    }
+                    prepare_forward(
+                        &mut out,
+                        arrival,
+                        target,
+                        &routes,
+                        stable_hash(request_branch(&request)),
+                    );
+                    self.transmit(target, out.encode());
+                }
+            }
+            other => tracing::debug!(?other, "ACK not forwarded"),
+        }
+    }
+
+    fn handle_cancel(&mut self, now: Instant, request: Request, arrival: Target) {
+        let key = transaction::server_key(&request, Method::CANCEL);
+        if let Some(id) = self.server_keys.get(&key).copied() {
+            let step = match &mut self.servers.get_mut(&id).expect("keyed").machine {
+                ServerMachine::Plain(m) => m.handle_retransmission(),
+                ServerMachine::Invite(m) => m.handle_retransmission(),
+            };
+            return self.apply_server_step(now, id, step);
+        }
+        let invite_key = transaction::server_key(&request, Method::INVITE);
+        let invite = self.server_keys.get(&invite_key).copied();
+        let cancel_id = self.new_server(now, request, arrival, key);
+        let Some(invite_id) = invite else {
+            return self.reject(now, cancel_id, &Reject::NoTransaction);
+        };
+        // §16.10: answer the CANCEL itself, then cancel every pending branch; the 487 comes
+        // back from the branches (or from us, for branches that never rang).
+        self.answer(now, cancel_id, 200, "OK", &[], None);
+        let Some(context) = self.contexts.get_mut(&invite_id) else {
+            return;
+        };
+        if context.final_sent {
+            return;
+        }
+        let cancel = context.cancel_all();
+        for index in cancel {
+            self.cancel_branch(now, invite_id, index);
+        }
+        self.finish_cancelled_branches(now, invite_id);
+    }
+
+    /// After a CANCEL, branches that never rang will not be CANCELled (§9.1); count them as
+    /// answered 487 so the caller is not kept waiting for Timer B.
+    fn finish_cancelled_branches(&mut self, now: Instant, id: u64) {
+        let Some(context) = self.contexts.get(&id) else {
+            return;
+        };
+        let silent: Vec<usize> = context
+            .branches
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.cancel_pending && !b.provisional && !b.done)
+            .map(|(i, _)| i)
+            .collect();
+        for index in silent {
+            if let Some(response) = self.synthetic_response(id, index, 487, "Request Terminated") {
+                let step = self
+                    .contexts
+                    .get_mut(&id)
+                    .map(|c| c.handle_response(index, response));
+                if let Some(step) = step {
+                    self.apply_context_step(now, id, step);
+                }
+            }
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, response: Response) {
+        let branch = response
+            .top_via()
+            .params
+            .get_val("branch")
+            .map(|b| b.to_string())
+            .unwrap_or_default();
+        let key = transaction::client_key(&branch, response.common.cseq_method.as_str());
+        let Some(id) = self.client_keys.get(&key).copied() else {
+            return self.forward_stray_response(now, response, &branch);
+        };
+        let intervals = self.config.intervals;
+        let entry = self
+            .clients
+            .get_mut(&id)
+            .expect("keys and entries move together");
+        let step = match &mut entry.machine {
+            ClientMachine::Invite(m) => m.handle_response(now, response, intervals),
+            ClientMachine::Plain(m) => m.handle_response(now, response),
+        };
+        self.apply_client_step(now, id, step);
+    }
+
+    /// A response that matches no transaction: if our Via is on top, pass it on statelessly
+    /// (§16.11; 2xx retransmissions after the transactions ended), else drop it.
+    fn forward_stray_response(&mut self, now: Instant, mut response: Response, branch: &str) {
+        if !branch.starts_with(proxy::BRANCH_PREFIX) || response.common.vias.len() < 2 {
+            tracing::debug!(code = response.code, "stray response dropped");
+            return;
+        }
+        let Some(target) = upstream_target(
+            &response.common.vias[1],
+            self.config.listen.first().copied(),
+        ) else {
+            return;
+        };
+        let local = self
+            .location
+            .by_remote(now, target.remote)
+            .map(|b| b.target.local)
+            .unwrap_or(target.local);
+        pop_via(&mut response);
+        self.transmit(Target { local, ..target }, response.encode());
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, what)) = self.timers.first().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match what {
+                TimerRef::Server(id, timer) => {
+                    let Some(entry) = self.servers.get_mut(&id) else {
+                        continue;
+                    };
+                    let armed = match &entry.machine {
+                        ServerMachine::Invite(m) => m.timers.get(timer),
+                        ServerMachine::Plain(m) => m.timers.get(timer),
+                    };
+                    if armed != Some(at) {
+                        continue;
+                    }
+                    let step = match &mut entry.machine {
+                        ServerMachine::Invite(m) => m.handle_timer(now, timer),
+                        ServerMachine::Plain(m) => m.handle_timer(timer),
+                    };
+                    self.apply_server_step(now, id, step);
+                }
+                TimerRef::Client(id, timer) => {
+                    let Some(entry) = self.clients.get_mut(&id) else {
+                        continue;
+                    };
+                    let armed = match &entry.machine {
+                        ClientMachine::Invite(m) => m.timers.get(timer),
+                        ClientMachine::Plain(m) => m.timers.get(timer),
+                    };
+                    if armed != Some(at) {
+                        continue;
+                    }
+                    let step = match &mut entry.machine {
+                        ClientMachine::Invite(m) => m.handle_timer(now, timer),
+                        ClientMachine::Plain(m) => m.handle_timer(now, timer),
+                    };
+                    self.apply_client_step(now, id, step);
+                }
+                TimerRef::NoAnswer(id) => self.handle_no_answer(now, id),
+                TimerRef::Sweep => {
+                    self.sweep(now);
+                    self.timers.insert((now + SWEEP_EVERY, TimerRef::Sweep));
+                }
+            }
+        }
+    }
+
+    /// Nobody answered within the no-answer time: CANCEL the branches, `480` upstream.
+    fn handle_no_answer(&mut self, now: Instant, id: u64) {
+        let Some(context) = self.contexts.get_mut(&id) else {
+            return;
+        };
+        if context.final_sent {
+            return;
+        }
+        let cancel = context.cancel_all();
+        context.final_sent = true;
+        tracing::info!("no answer in time, cancelling {} branch(es)", cancel.len());
+        for index in cancel {
+            self.cancel_branch(now, id, index);
+        }
+        let (code, reason) = Reject::Unavailable.status();
+        let reason = reason.to_string();
+        self.answer(now, id, code, &reason, &[], None);
+        self.drop_context_if_done(id);
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let expired = self.location.sweep(now);
+        let mut by_aor: HashMap<Aor, Vec<String>> = HashMap::new();
+        for b in expired {
+            by_aor.entry(b.aor).or_default().push(b.contact);
+        }
+        for (aor, contacts) in by_aor {
+            if let Err(e) = self.storage.remove_expired(&aor.0, &contacts) {
+                tracing::warn!(aor = %aor, error = %e, "expired bindings not removed from disk");
+            }
+            tracing::info!(aor = %aor, count = contacts.len(), "bindings expired");
+            self.outputs
+                .push_back(Output::Event(Event::BindingsChanged { aor }));
+        }
+    }
+
+    // ---- transactions ----
+
+    fn new_server(&mut self, _now: Instant, request: Request, reply: Target, key: String) -> u64 {
+        let id = self.next_id();
+        let reliable = reply.transport == Transport::Tcp;
+        let machine = if request.method.is(Method::INVITE) {
+            ServerMachine::Invite(ServerInviteTransaction::new(
+                reliable,
+                self.config.intervals,
+            ))
+        } else {
+            ServerMachine::Plain(ServerTransaction::new(reliable, self.config.intervals))
+        };
+        let to_tag = format!("{:016x}", self.rng.next_u64());
+        self.server_keys.insert(key.clone(), id);
+        self.servers.insert(
+            id,
+            ServerEntry {
+                machine,
+                key,
+                reply,
+                request,
+                to_tag,
+            },
+        );
+        id
+    }
+
+    /// Creates a client transaction; apply the returned step (the first send) once the
+    /// transaction's context exists.
+    fn new_client(
+        &mut self,
+        now: Instant,
+        request: Request,
+        target: Target,
+        branch: Option<(u64, usize)>,
+    ) -> (u64, Step) {
+        let id = self.next_id();
+        let reliable = target.transport == Transport::Tcp;
+        let branch_param = request
+            .top_via()
+            .params
+            .get_val("branch")
+            .map(|b| b.to_string())
+            .unwrap_or_default();
+        let key = transaction::client_key(&branch_param, request.method.as_str());
+        let (machine, first) = if request.method.is(Method::INVITE) {
+            let (m, s) =
+                ClientInviteTransaction::new(now, request, reliable, self.config.intervals);
+            (ClientMachine::Invite(m), s)
+        } else {
+            let (m, s) = ClientTransaction::new(now, request, reliable, self.config.intervals);
+            (ClientMachine::Plain(m), s)
+        };
+        self.client_keys.insert(key.clone(), id);
+        self.clients.insert(
+            id,
+            ClientEntry {
+                machine,
+                key,
+                target,
+                branch,
+            },
+        );
+        (id, first)
+    }
+
+    fn apply_server_step(&mut self, _now: Instant, id: u64, step: Step) {
+        let Some(entry) = self.servers.get(&id) else {
+            return;
+        };
+        if let Some(bytes) = step.send {
+            self.transmit(entry.reply, bytes);
+        }
+        if let Some(TuEvent::NoAck) = step.tu {
+            tracing::info!("no ACK for a final response");
+        }
+        if step.terminated {
+            let entry = self.servers.remove(&id).expect("checked above");
+            self.server_keys.remove(&entry.key);
+            self.drop_context_if_done(id);
+        } else {
+            self.arm_server(id);
+        }
+    }
+
+    fn apply_client_step(&mut self, now: Instant, id: u64, step: Step) {
+        let Some(entry) = self.clients.get(&id) else {
+            return;
+        };
+        let target = entry.target;
+        let branch = entry.branch;
+        if let Some(bytes) = step.send {
+            self.transmit(target, bytes);
+        }
+        if step.terminated {
+            let entry = self.clients.remove(&id).expect("checked above");
+            self.client_keys.remove(&entry.key);
+        } else {
+            self.arm_client(id);
+        }
+        let Some((context_id, index)) = branch else {
+            return;
+        };
+        match step.tu {
+            Some(TuEvent::Response(response)) => {
+                let step = self
+                    .contexts
+                    .get_mut(&context_id)
+                    .map(|c| c.handle_response(index, response));
+                if let Some(step) = step {
+                    self.apply_context_step(now, context_id, step);
+                }
+            }
+            Some(TuEvent::Timeout) => {
+                if let Some(response) =
+                    self.synthetic_response(context_id, index, 408, "Request Timeout")
+                {
+                    let step = self
+                        .contexts
+                        .get_mut(&context_id)
+                        .map(|c| c.handle_timeout(index, response));
+                    if let Some(step) = step {
+                        self.apply_context_step(now, context_id, step);
+                    }
+                }
+            }
+            Some(TuEvent::NoAck) | None => {}
+        }
+        if step.terminated {
+            self.drop_context_if_done(context_id);
+        }
+    }
+
+    fn apply_context_step(&mut self, now: Instant, id: u64, step: proxy::ContextStep) {
+        for index in step.cancel {
+            self.cancel_branch(now, id, index);
+        }
+        if let Some(mut response) = step.upstream {
+            pop_via(&mut response);
+            let code = response.code;
+            let bytes = response.encode();
+            match self.servers.get_mut(&id) {
+                Some(entry) => {
+                    let step = match &mut entry.machine {
+                        ServerMachine::Invite(m) => m.handle_response(now, code, bytes),
+                        ServerMachine::Plain(m) => m.handle_response(now, code, bytes),
+                    };
+                    self.apply_server_step(now, id, step);
+                }
+                // The server transaction already ended (a late 2xx): statelessly, by Via.
+                None => {
+                    if let Some(via) = response.common.vias.get(1) {
+                        if let Some(target) =
+                            upstream_target(via, self.config.listen.first().copied())
+                        {
+                            self.transmit(target, bytes);
+                        }
+                    }
+                }
+            }
+        }
+        self.drop_context_if_done(id);
+    }
+
+    /// Sends a CANCEL for branch `index` of context `id` (§9.1), in its own client transaction.
+    fn cancel_branch(&mut self, now: Instant, id: u64, index: usize) {
+        let Some(branch) = self
+            .contexts
+            .get_mut(&id)
+            .and_then(|c| c.branches.get_mut(index))
+        else {
+            return;
+        };
+        if branch.cancel_sent || branch.done {
+            return;
+        }
+        let Some(client) = self.clients.get(&branch.client) else {
+            return;
+        };
+        branch.cancel_sent = true;
+        let target = client.target;
+        let cancel = cancel_for(client.request());
+        let (cancel_id, first) = self.new_client(now, cancel, target, None);
+        self.apply_client_step(now, cancel_id, first);
+    }
+
+    /// Answers server transaction `id` with a locally generated response.
+    fn answer(
+        &mut self,
+        now: Instant,
+        id: u64,
+        code: u16,
+        reason: &str,
+        extra: &[(&'static str, String)],
+        body: Option<(&str, Bytes)>,
+    ) {
+        let Some(entry) = self.servers.get_mut(&id) else {
+            return;
+        };
+        let tag = (code > 100).then_some(entry.to_tag.as_str());
+        let bytes = build_response(
+            &entry.request,
+            code,
+            reason,
+            tag,
+            extra,
+            body,
+            &self.config.server,
+        );
+        let step = match &mut entry.machine {
+            ServerMachine::Invite(m) => m.handle_response(now, code, bytes),
+            ServerMachine::Plain(m) => m.handle_response(now, code, bytes),
+        };
+        self.apply_server_step(now, id, step);
+    }
+
+    fn reject(&mut self, now: Instant, id: u64, reject: &Reject) {
+        let (code, reason) = reject.status();
+        let reason = reason.to_string();
+        if let Some(entry) = self.servers.get(&id) {
+            tracing::info!(code, %reason, uri = %message::print_uri(&entry.request.uri), "rejected");
+        }
+        self.answer(now, id, code, &reason, &reject.extra_headers(), None);
+    }
+
+    /// A response we make up for a branch (408 on timeout, 487 for a silent cancelled one).
+    fn synthetic_response(
+        &self,
+        context_id: u64,
+        index: usize,
+        code: u16,
+        reason: &str,
+    ) -> Option<Response> {
+        let client = self.contexts.get(&context_id)?.branches.get(index)?.client;
+        // The client transaction may be gone (Timer B); fall back to the server's request,
+        // whose Vias lack ours, so add a placeholder Via that pop_via removes again.
+        let request = match self.clients.get(&client) {
+            Some(entry) => entry.request().clone(),
+            None => {
+                let mut r = self.servers.get(&context_id)?.request.clone();
+                r.headers
+                    .insert_front(Name::VIA, "SIP/2.0/UDP 0.0.0.0;branch=z9hG4bKfm-synthetic");
+                r
+            }
+        };
+        let bytes = build_response(
+            &request,
+            code,
+            reason,
+            Some("fm-local"),
+            &[],
+            None,
+            &self.config.server,
+        );
+        match message::parse(&bytes, false) {
+            Ok(Message::Response(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    fn drop_context_if_done(&mut self, id: u64) {
+        let Some(context) = self.contexts.get(&id) else {
+            return;
+        };
+        let server_alive = self.servers.contains_key(&id);
+        let clients_alive = context
+            .branches
+            .iter()
+            .any(|b| self.clients.contains_key(&b.client));
+        if !server_alive && !clients_alive {
+            self.contexts.remove(&id);
+        }
+    }
+
+    fn arm_server(&mut self, id: u64) {
+        if let Some(entry) = self.servers.get(&id) {
+            let table = match &entry.machine {
+                ServerMachine::Invite(m) => &m.timers,
+                ServerMachine::Plain(m) => &m.timers,
+            };
+            for (timer, at) in table.armed() {
+                self.timers.insert((at, TimerRef::Server(id, timer)));
+            }
+        }
+    }
+
+    fn arm_client(&mut self, id: u64) {
+        if let Some(entry) = self.clients.get(&id) {
+            let table = match &entry.machine {
+                ClientMachine::Invite(m) => &m.timers,
+                ClientMachine::Plain(m) => &m.timers,
+            };
+            for (timer, at) in table.armed() {
+                self.timers.insert((at, TimerRef::Client(id, timer)));
+            }
+        }
+    }
+
+    fn transmit(&mut self, target: Target, bytes: Bytes) {
+        self.outputs.push_back(Output::Transmit(Datagram {
+            transport: target.transport,
+            local: target.local,
+            remote: target.remote,
+            bytes,
+        }));
+    }
+
+    fn is_our_addr(&self, addr: SocketAddr) -> bool {
+        self.addrs.contains(&addr)
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}

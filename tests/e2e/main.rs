@@ -1,0 +1,2 @@
+mod phones_baresip;
+mod phones_linphone;

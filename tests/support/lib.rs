@@ -1,0 +1,14 @@
+//! Black-box support for fieldmesh's end-to-end tests: start the real `fieldmesh` binary, drive
+//! real SIP clients (sipp, baresip, linphonec) against it, and check what they saw.
+//!
+//! Nothing here imports an `appliance/*` crate: the tests see the appliance only over the network,
+//! its status API and its exit codes, as a phone or an operator would.
+
+pub mod audio;
+pub mod baresip;
+pub mod http;
+pub mod linphone;
+pub mod node;
+pub mod ports;
+pub mod sipp;
+pub mod wait;
