@@ -80,6 +80,9 @@ pub struct Datagram {
 #[derive(Debug)]
 pub enum Input {
     Datagram(Datagram),
+    /// A stream message whose declared size is over the limit: `bytes` is its head only (the
+    /// driver skips the body). Requests get `513`.
+    Oversized(Datagram),
     /// The deadline from [`Endpoint::poll_timeout`] passed.
     Timeout,
 }
@@ -230,6 +233,21 @@ impl<S: Storage> Endpoint<S> {
     pub fn handle_input(&mut self, now: Instant, input: Input) {
         match input {
             Input::Datagram(d) => self.handle_datagram(now, d),
+            Input::Oversized(d) => {
+                tracing::warn!(remote = %d.remote, "oversized stream message");
+                if let Some(echo) = echo_of(&d.bytes).filter(|_| !d.bytes.starts_with(b"ACK ")) {
+                    let (code, reason) = Reject::TooLarge.status();
+                    let target = Target {
+                        transport: d.transport,
+                        local: d.local,
+                        remote: d.remote,
+                    };
+                    self.transmit(
+                        target,
+                        echo_response(&echo, code, reason, &self.config.server),
+                    );
+                }
+            }
             Input::Timeout => self.handle_timeout(now),
         }
     }

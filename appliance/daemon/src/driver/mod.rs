@@ -1,0 +1,4 @@
+//! One thin tokio driver per protocol. A driver owns its sockets and moves bytes between them
+//! and a sans-IO core; an `if` about the protocol in here belongs in the core instead.
+
+pub(crate) mod sip;

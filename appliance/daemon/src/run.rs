@@ -1,0 +1,121 @@
+//! Starting and stopping the appliance. `run` takes its shutdown signal as a parameter (the
+//! shape of mini-redis' `server::run`): the binary passes SIGINT/SIGTERM, tests their own.
+
+use crate::config::Config;
+use crate::driver;
+use crate::storage::SqlStorage;
+use crate::web;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Why the appliance could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Bind(#[from] driver::sip::BindError),
+    #[error("api.listen {addr}: {source}")]
+    Api {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the appliance until `shutdown` completes.
+pub(crate) async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let started = Instant::now();
+    let db = store::Db::open(&config.state_dir)?;
+    tracing::info!(state = %db.path().display(), "state opened");
+    let mut storage = SqlStorage::new(db);
+    let file = &config.file;
+    let registrar = sip::RegistrarConfig {
+        min_expires: file.min_expires,
+        max_expires: file.max_expires,
+        ..sip::RegistrarConfig::default()
+    };
+    let (bindings, known) = storage.restore(registrar.known_for)?;
+    let sockets = driver::sip::Sockets::bind(&file.sip_listen)?;
+    let listen = sockets.local_addrs();
+    let sip_config = sip::Config {
+        intervals: sip::Intervals {
+            t1: file.t1,
+            t2: file.t2,
+            t4: file.t4,
+        },
+        registrar,
+        no_answer: file.no_answer,
+        max_message_bytes: file.max_message_bytes,
+        domains: file.sip_domains.clone(),
+        listen: listen.clone(),
+        rng_seed: seed(),
+        ..sip::Config::default()
+    };
+    let mut endpoint = sip::Endpoint::new(started, sip_config, storage);
+    let restored = bindings.len();
+    endpoint.restore(started, bindings, known);
+
+    let api = tokio::net::TcpListener::bind(file.api_listen)
+        .await
+        .map_err(|source| StartError::Api {
+            addr: file.api_listen,
+            source,
+        })?;
+    let (status_tx, status_rx) = mpsc::channel(16);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = web::ApiState {
+        node: config.node_name.clone(),
+        started,
+        sip_listen: listen.clone(),
+        status: status_tx,
+    };
+    let api_addr = api.local_addr().ok();
+    let mut api_stop = stop_rx.clone();
+    let api_task = tokio::spawn(async move {
+        let serve = axum::serve(api, web::router(state)).with_graceful_shutdown(async move {
+            let _ = api_stop.changed().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "status API stopped");
+        }
+    });
+    let sip_task = tokio::spawn(driver::sip::run(
+        endpoint,
+        sockets,
+        file.max_message_bytes,
+        status_rx,
+        stop_rx,
+    ));
+    tracing::info!(
+        node = %config.node_name,
+        sip = ?listen,
+        api = ?api_addr,
+        restored_bindings = restored,
+        "fieldmesh running"
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    // Bounded: a stuck task must not keep the appliance from stopping within 2 s.
+    let _ = tokio::time::timeout(Duration::from_millis(1500), async {
+        let _ = sip_task.await;
+        let _ = api_task.await;
+    })
+    .await;
+    Ok(())
+}
+
+/// A seed for tags and branches: they must differ between runs and appliances.
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    u64::from_le_bytes(bytes) ^ u64::from(std::process::id())
+}

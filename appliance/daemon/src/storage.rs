@@ -1,0 +1,117 @@
+//! sip's `Storage` over store's `Db`: the one place that knows both. Relative expiries from the
+//! core become Unix times on disk, and back again at start, because the core has no wall clock.
+
+use sip::{BindingRecord, StorageError, Transport};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::{BindingRow, Db};
+
+/// SQLite-backed storage for the SIP core.
+pub(crate) struct SqlStorage {
+    db: Db,
+}
+
+impl SqlStorage {
+    pub(crate) fn new(db: Db) -> Self {
+        SqlStorage { db }
+    }
+
+    /// Bindings and recently seen extensions to put back into the core at start.
+    pub(crate) fn restore(
+        &mut self,
+        known_for: Duration,
+    ) -> Result<(Vec<BindingRecord>, Vec<(String, Duration)>), store::StoreError> {
+        let now = now_ms();
+        let bindings = self
+            .db
+            .live_bindings(now)?
+            .into_iter()
+            .filter_map(|row| record(row, now))
+            .collect();
+        let known_ms = i64::try_from(known_for.as_millis()).unwrap_or(i64::MAX);
+        let known = self
+            .db
+            .known_extensions(now.saturating_sub(known_ms))?
+            .into_iter()
+            .map(|(aor, seen)| {
+                let left = (seen.saturating_add(known_ms)).saturating_sub(now).max(0);
+                (aor, Duration::from_millis(left as u64))
+            })
+            .collect();
+        Ok((bindings, known))
+    }
+}
+
+impl sip::Storage for SqlStorage {
+    fn save_registration(
+        &mut self,
+        aor: &str,
+        removed: &[String],
+        saved: &[BindingRecord],
+    ) -> Result<(), StorageError> {
+        let now = now_ms();
+        let rows: Vec<BindingRow> = saved.iter().map(|r| row(r, now)).collect();
+        self.db
+            .save_registration(aor, removed, &rows, now)
+            .map_err(|e| StorageError(e.to_string()))
+    }
+
+    fn remove_expired(&mut self, aor: &str, contacts: &[String]) -> Result<(), StorageError> {
+        self.db
+            .remove_bindings(aor, contacts)
+            .map_err(|e| StorageError(e.to_string()))
+    }
+}
+
+fn row(r: &BindingRecord, now: i64) -> BindingRow {
+    BindingRow {
+        aor: r.aor.clone(),
+        contact: r.contact.clone(),
+        q: r.q,
+        expires_ms: now.saturating_add(i64::try_from(r.expires_in.as_millis()).unwrap_or(i64::MAX)),
+        call_id: r.call_id.clone(),
+        cseq: r.cseq,
+        instance: r.instance.clone(),
+        transport: match r.transport {
+            Transport::Udp => "udp".into(),
+            Transport::Tcp => "tcp".into(),
+        },
+        local: r.local.to_string(),
+        remote: r.remote.to_string(),
+        source: r.source.to_string(),
+    }
+}
+
+/// A stored row back as a record; rows that do not parse (hand-edited files) are skipped with
+/// a log line rather than stopping the appliance.
+fn record(row: BindingRow, now: i64) -> Option<BindingRecord> {
+    let parsed = (|| {
+        Some(BindingRecord {
+            transport: match row.transport.as_str() {
+                "udp" => Transport::Udp,
+                "tcp" => Transport::Tcp,
+                _ => return None,
+            },
+            local: row.local.parse().ok()?,
+            remote: row.remote.parse().ok()?,
+            source: row.source.parse().ok()?,
+            expires_in: Duration::from_millis(row.expires_ms.saturating_sub(now).max(0) as u64),
+            aor: row.aor.clone(),
+            contact: row.contact.clone(),
+            q: row.q,
+            call_id: row.call_id.clone(),
+            cseq: row.cseq,
+            instance: row.instance.clone(),
+        })
+    })();
+    if parsed.is_none() {
+        tracing::warn!(aor = %row.aor, contact = %row.contact, "unreadable stored binding skipped");
+    }
+    parsed
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,26 @@
+//! The schema, as an ordered list of migrations. Each runs once, in order, inside a
+//! transaction; `PRAGMA user_version` records how many have run. Never edit a released one:
+//! append.
+
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: registrar bindings and the extensions seen recently (404 versus 480).
+    "CREATE TABLE bindings (
+        aor        TEXT    NOT NULL,
+        contact    TEXT    NOT NULL,
+        q          INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        call_id    TEXT    NOT NULL,
+        cseq       INTEGER NOT NULL,
+        instance   TEXT,
+        transport  TEXT    NOT NULL,
+        local      TEXT    NOT NULL,
+        remote     TEXT    NOT NULL,
+        source     TEXT    NOT NULL,
+        PRIMARY KEY (aor, contact)
+    );
+    CREATE INDEX bindings_expiry ON bindings (expires_ms);
+    CREATE TABLE extensions (
+        aor          TEXT    PRIMARY KEY,
+        last_seen_ms INTEGER NOT NULL
+    );",
+];
