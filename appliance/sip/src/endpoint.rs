@@ -659,14 +659,26 @@ impl<S: Storage> Endpoint<S> {
             return;
         }
         let cancel = context.cancel_all();
+        let best = context.take_best();
         context.final_sent = true;
         tracing::info!("no answer in time, cancelling {} branch(es)", cancel.len());
         for index in cancel {
             self.cancel_branch(now, id, index);
         }
-        let (code, reason) = Reject::Unavailable.status();
-        let reason = reason.to_string();
-        self.answer(now, id, code, &reason, &[], None);
+        match best {
+            Some(response) => {
+                let step = proxy::ContextStep {
+                    upstream: Some(response),
+                    cancel: Vec::new(),
+                };
+                self.apply_context_step(now, id, step);
+            }
+            None => {
+                let (code, reason) = Reject::Unavailable.status();
+                let reason = reason.to_string();
+                self.answer(now, id, code, &reason, &[], None);
+            }
+        }
         self.drop_context_if_done(id);
     }
 
@@ -927,8 +939,11 @@ impl<S: Storage> Endpoint<S> {
             Some(entry) => entry.request().clone(),
             None => {
                 let mut r = self.servers.get(&context_id)?.request.clone();
-                r.headers
-                    .insert_front(Name::VIA, "SIP/2.0/UDP 0.0.0.0;branch=z9hG4bKfm-synthetic");
+                message::prepend(
+                    &mut r.headers,
+                    Name::VIA,
+                    "SIP/2.0/UDP 0.0.0.0;branch=z9hG4bKfm-synthetic",
+                );
                 r
             }
         };

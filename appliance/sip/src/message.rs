@@ -243,6 +243,29 @@ pub fn print<T: ezk_sip_types::print::Print>(value: &T) -> String {
     value.print_ctx(PrintCtx::default()).to_string()
 }
 
+/// Puts `value` before every existing value of `name`. ezk's `Headers::insert_front` only
+/// does that for a name not yet present (it appends otherwise), and Via and Record-Route
+/// order is the route itself.
+pub fn prepend(headers: &mut ezk_sip_types::Headers, name: Name, value: impl Into<BytesStr>) {
+    let old = headers.remove(&name).unwrap_or_default();
+    headers.insert(name.clone(), value.into());
+    for v in old {
+        headers.insert(name.clone(), v);
+    }
+}
+
+/// Replaces every value of `name` with `values`, in order.
+pub fn replace_all(
+    headers: &mut ezk_sip_types::Headers,
+    name: Name,
+    values: impl IntoIterator<Item = String>,
+) {
+    headers.remove(&name);
+    for v in values {
+        headers.insert(name.clone(), BytesStr::from(v));
+    }
+}
+
 /// The only value of a single-valued header.
 pub fn single<'h>(headers: &'h ezk_sip_types::Headers, name: &Name) -> Option<&'h str> {
     headers.get_raw(name).next().map(|v| v.as_str())

@@ -256,18 +256,24 @@ pub(crate) fn prepare_forward(
     }
     if record_route {
         if arrival.local != target.local || arrival.transport != target.transport {
-            out.headers
-                .insert_front(Name::RECORD_ROUTE, record_route_value(arrival));
+            crate::message::prepend(
+                &mut out.headers,
+                Name::RECORD_ROUTE,
+                record_route_value(arrival),
+            );
         }
-        out.headers
-            .insert_front(Name::RECORD_ROUTE, record_route_value(target));
+        crate::message::prepend(
+            &mut out.headers,
+            Name::RECORD_ROUTE,
+            record_route_value(target),
+        );
     }
     let via = format!(
         "SIP/2.0/{} {};branch={branch}",
         transport_name(target.transport),
         target.local
     );
-    out.headers.insert_front(Name::VIA, via);
+    crate::message::prepend(&mut out.headers, Name::VIA, via);
     if let Some(v) = crate::message::parse_all_header::<Via>(
         out.headers
             .get_raw(&Name::VIA)
@@ -352,10 +358,7 @@ pub(crate) fn mark_received(request: &mut Request, remote: SocketAddr) {
 }
 
 fn rewrite_vias(headers: &mut ezk_sip_types::Headers, vias: &[Via]) {
-    headers.remove(&Name::VIA);
-    for via in vias.iter().rev() {
-        headers.insert_front(Name::VIA, crate::message::print(via));
-    }
+    crate::message::replace_all(headers, Name::VIA, vias.iter().map(crate::message::print));
 }
 
 /// Where a response goes back to, from the Via below ours (received and rport honoured).
@@ -496,6 +499,12 @@ impl Context {
     /// Branch `index` never answered (Timer B/F): it counts as a 408 (§16.7 step 2... §16.8).
     pub(crate) fn handle_timeout(&mut self, index: usize, synthetic_408: Response) -> ContextStep {
         self.handle_response(index, synthetic_408)
+    }
+
+    /// The no-answer time passed: the best final so far (§16.7 treats the silent branches as
+    /// 408, which any received final beats), if there is one.
+    pub(crate) fn take_best(&mut self) -> Option<Response> {
+        self.best.take()
     }
 
     /// CANCEL from upstream or the no-answer timer: cancel every pending branch.
