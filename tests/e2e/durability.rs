@@ -7,9 +7,15 @@ use std::time::Duration;
 #[test]
 fn after_kill_9_and_restart_a_call_reaches_bob_without_him_registering_again() {
     let mut node = Node::start();
-    let bob = Sipp::new("uas_proxy").timeout(Duration::from_secs(25)).spawn();
+    let bob = Sipp::new("uas_proxy")
+        .timeout(Duration::from_secs(25))
+        .spawn();
     sipp::register(node.sip, "bob", bob.port());
-    assert_eq!(node.bound_aors(), vec!["bob".to_string()], "before the restart");
+    assert_eq!(
+        node.bound_aors(),
+        vec!["bob".to_string()],
+        "before the restart"
+    );
 
     node.kill9();
     node.restart();
@@ -20,8 +26,16 @@ fn after_kill_9_and_restart_a_call_reaches_bob_without_him_registering_again() {
         .expect("bindings array")
         .iter()
         .any(|b| b["aor"] == "bob" && b["contact"].as_str().is_some_and(|c| c.contains(&contact)));
-    assert!(kept, "bob's binding ({contact}) is gone after kill -9 and restart: {status}");
+    assert!(
+        kept,
+        "bob's binding ({contact}) is gone after kill -9 and restart: {status}"
+    );
 
-    Sipp::new("uac_proxy").to(node.sip).service("bob").pause_ms(200).run().expect_success(1);
+    Sipp::new("uac_proxy")
+        .to(node.sip)
+        .service("bob")
+        .pause_ms(200)
+        .run()
+        .expect_success(1);
     bob.wait().expect_success(1);
 }

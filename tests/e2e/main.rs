@@ -1,2 +1,16 @@
+//! End-to-end tests: the real `fieldmesh` binary driven by real SIP clients (sipp, baresip,
+//! linphonec) and raw sockets, all on loopback. One test binary; each file is one topic and
+//! each test one short story.
+
+mod cli_config;
+mod durability;
 mod phones_baresip;
 mod phones_linphone;
+mod raw;
+mod sip_bad_input;
+mod sip_call;
+mod sip_fork;
+mod sip_message;
+mod sip_register;
+mod sip_torture;
+mod sip_unknown_method;

@@ -9,7 +9,10 @@ use std::time::Duration;
 #[test]
 fn five_calls_through_the_proxy_have_no_failed_call_and_no_unexpected_message() {
     let node = Node::start();
-    let bob = Sipp::new("uas_proxy").calls(5).timeout(Duration::from_secs(25)).spawn();
+    let bob = Sipp::new("uas_proxy")
+        .calls(5)
+        .timeout(Duration::from_secs(25))
+        .spawn();
     sipp::register(node.sip, "bob", bob.port());
     Sipp::new("uac_proxy")
         .to(node.sip)
@@ -28,14 +31,22 @@ fn a_caller_cancels_a_ringing_call_and_gets_200_for_the_cancel_and_487_for_the_i
     let node = Node::start();
     let carl = Sipp::new("uas_ringing_cancel").spawn();
     sipp::register(node.sip, "carl", carl.port());
-    Sipp::new("uac_cancel").to(node.sip).service("carl").run().expect_success(1);
+    Sipp::new("uac_cancel")
+        .to(node.sip)
+        .service("carl")
+        .run()
+        .expect_success(1);
     carl.wait().expect_success(1);
 }
 
 #[test]
 fn a_call_to_an_extension_nobody_registered_gets_404() {
     let node = Node::start();
-    Sipp::new("invite_unknown").to(node.sip).service("nobody").run().expect_success(1);
+    Sipp::new("invite_unknown")
+        .to(node.sip)
+        .service("nobody")
+        .run()
+        .expect_success(1);
 }
 
 #[test]
@@ -50,7 +61,11 @@ fn a_call_to_an_extension_whose_phone_unregistered_gets_480() {
         .key("expires", 0)
         .run()
         .expect_success(1);
-    Sipp::new("invite_unavailable").to(node.sip).service("gone").run().expect_success(1);
+    Sipp::new("invite_unavailable")
+        .to(node.sip)
+        .service("gone")
+        .run()
+        .expect_success(1);
 }
 
 #[test]
@@ -71,6 +86,12 @@ fn a_call_over_tcp_from_a_phone_registered_over_tcp_goes_through_the_proxy() {
         .key("expires", 300)
         .run()
         .expect_success(1);
-    Sipp::new("uac_proxy").to(node.sip).service("tcpbob").tcp().pause_ms(200).run().expect_success(1);
+    Sipp::new("uac_proxy")
+        .to(node.sip)
+        .service("tcpbob")
+        .tcp()
+        .pause_ms(200)
+        .run()
+        .expect_success(1);
     bob.wait().expect_success(1);
 }

@@ -9,12 +9,22 @@ fn three_messages_to_a_registered_phone_are_relayed_and_the_sender_gets_200() {
     let node = Node::start();
     let dan = Sipp::new("uas_message").calls(3).spawn();
     sipp::register(node.sip, "dan", dan.port());
-    Sipp::new("message").to(node.sip).service("dan").calls(3).rate(10).run().expect_success(3);
+    Sipp::new("message")
+        .to(node.sip)
+        .service("dan")
+        .calls(3)
+        .rate(10)
+        .run()
+        .expect_success(3);
     dan.wait().expect_success(3);
 }
 
 #[test]
 fn a_message_to_an_extension_nobody_registered_gets_404() {
     let node = Node::start();
-    Sipp::new("message_unknown").to(node.sip).service("nobody").run().expect_success(1);
+    Sipp::new("message_unknown")
+        .to(node.sip)
+        .service("nobody")
+        .run()
+        .expect_success(1);
 }

@@ -38,7 +38,7 @@ pub(crate) async fn run(
         max_expires: file.max_expires,
         ..sip::RegistrarConfig::default()
     };
-    let (bindings, known) = storage.restore(registrar.known_for)?;
+    let crate::storage::Restored { bindings, known } = storage.restore(registrar.known_for)?;
     let sockets = driver::sip::Sockets::bind(&file.sip_listen)?;
     let listen = sockets.local_addrs();
     let sip_config = sip::Config {

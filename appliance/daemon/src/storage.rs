@@ -5,6 +5,13 @@ use sip::{BindingRecord, StorageError, Transport};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use store::{BindingRow, Db};
 
+/// What the core gets back at start: live bindings, and extensions with how much longer each
+/// stays known.
+pub(crate) struct Restored {
+    pub(crate) bindings: Vec<BindingRecord>,
+    pub(crate) known: Vec<(String, Duration)>,
+}
+
 /// SQLite-backed storage for the SIP core.
 pub(crate) struct SqlStorage {
     db: Db,
@@ -16,10 +23,7 @@ impl SqlStorage {
     }
 
     /// Bindings and recently seen extensions to put back into the core at start.
-    pub(crate) fn restore(
-        &mut self,
-        known_for: Duration,
-    ) -> Result<(Vec<BindingRecord>, Vec<(String, Duration)>), store::StoreError> {
+    pub(crate) fn restore(&mut self, known_for: Duration) -> Result<Restored, store::StoreError> {
         let now = now_ms();
         let bindings = self
             .db
@@ -37,7 +41,7 @@ impl SqlStorage {
                 (aor, Duration::from_millis(left as u64))
             })
             .collect();
-        Ok((bindings, known))
+        Ok(Restored { bindings, known })
     }
 }
 

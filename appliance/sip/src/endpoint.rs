@@ -457,12 +457,11 @@ impl<S: Storage> Endpoint<S> {
 
     fn handle_ack(&mut self, now: Instant, request: Request, arrival: Target) {
         let key = transaction::server_key(&request, Method::INVITE);
-        if let Some(id) = self.server_keys.get(&key).copied() {
-            if let ServerMachine::Invite(m) = &mut self.servers.get_mut(&id).expect("keyed").machine
-            {
-                let step = m.handle_ack(now);
-                return self.apply_server_step(now, id, step);
-            }
+        if let Some(id) = self.server_keys.get(&key).copied()
+            && let ServerMachine::Invite(m) = &mut self.servers.get_mut(&id).expect("keyed").machine
+        {
+            let step = m.handle_ack(now);
+            return self.apply_server_step(now, id, step);
         }
         // An ACK for a 2xx is end to end: forward it statelessly along its Route (§16.11).
         let us = Us {
@@ -807,7 +806,7 @@ impl<S: Storage> Endpoint<S> {
                 let step = self
                     .contexts
                     .get_mut(&context_id)
-                    .map(|c| c.handle_response(index, response));
+                    .map(|c| c.handle_response(index, *response));
                 if let Some(step) = step {
                     self.apply_context_step(now, context_id, step);
                 }
@@ -850,12 +849,11 @@ impl<S: Storage> Endpoint<S> {
                 }
                 // The server transaction already ended (a late 2xx): statelessly, by Via.
                 None => {
-                    if let Some(via) = response.common.vias.get(1) {
-                        if let Some(target) =
+                    if let Some(via) = response.common.vias.get(1)
+                        && let Some(target) =
                             upstream_target(via, self.config.listen.first().copied())
-                        {
-                            self.transmit(target, bytes);
-                        }
+                    {
+                        self.transmit(target, bytes);
                     }
                 }
             }

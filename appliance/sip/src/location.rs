@@ -127,7 +127,7 @@ impl Location {
             .get(aor)
             .map(|v| v.iter().filter(|b| b.expires_at > now).collect())
             .unwrap_or_default();
-        live.sort_by(|a, b| b.q.cmp(&a.q));
+        live.sort_by_key(|b| std::cmp::Reverse(b.q));
         live
     }
 

@@ -302,7 +302,7 @@ fn contacts(headers: &ezk_sip_types::Headers) -> Result<ContactList, String> {
         .get_raw(&Name::CONTACT)
         .map(|v| v.as_str().trim())
         .collect();
-    if values.iter().any(|v| *v == "*") {
+    if values.contains(&"*") {
         return if values.len() == 1 {
             Ok(ContactList::Star)
         } else {
@@ -533,8 +533,9 @@ fn parse_request(
     };
     let headers = raw.header_map();
     let common = common(&headers).map_err(|why| reject(400, why))?;
-    if !common.cseq_method.is(method.as_str())
-        && !(method.is(Method::ACK) || method.is(Method::CANCEL))
+    if !(common.cseq_method.is(method.as_str())
+        || method.is(Method::ACK)
+        || method.is(Method::CANCEL))
     {
         return Err(reject(400, "CSeq Method Does Not Match Request".into()));
     }
@@ -543,16 +544,15 @@ fn parse_request(
     {
         return Err(reject(400, "CSeq Method Does Not Match Request".into()));
     }
-    if let Some(mf) = single(&headers, &Name::MAX_FORWARDS) {
-        if mf
+    if let Some(mf) = single(&headers, &Name::MAX_FORWARDS)
+        && mf
             .trim()
             .parse::<u32>()
             .ok()
             .filter(|v| *v <= 255)
             .is_none()
-        {
-            return Err(reject(400, "Malformed Max-Forwards".into()));
-        }
+    {
+        return Err(reject(400, "Malformed Max-Forwards".into()));
     }
     decode_list::<Routing>(&headers, &Name::ROUTE)
         .map_err(|_| reject(400, "Malformed Route header".into()))?;
@@ -680,7 +680,7 @@ pub fn parse_all<T: Parse>(text: &str) -> Option<T> {
     // Re-borrow from the owned copy so BytesStr slices point into `src`.
     let text = std::str::from_utf8(&src).ok()?;
     match T::parse(&src)(text) {
-        Ok((rest, value)) if rest.is_empty() => Some(value),
+        Ok(("", value)) => Some(value),
         _ => None,
     }
 }

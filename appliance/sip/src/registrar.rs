@@ -144,15 +144,18 @@ pub fn register(
 
 /// Where requests for a contact go: to the contact's own address when it is an IP literal
 /// (the RFC way, and what sipp's separate register/uas processes need), else back to where the
-/// REGISTER came from; over TCP always back through the connection the phone opened.
+/// REGISTER came from. Over TCP the driver reuses a live connection to that address and opens
+/// one otherwise; a phone that can only be reached over its own connection says `;ob`.
 fn target_for(contact: &ezk_sip_types::uri::SipUri, arrival: Target) -> Target {
-    if arrival.transport == crate::Transport::Tcp {
+    // RFC 5626 `ob`: the phone wants requests back over the connection it registered on.
+    if arrival.transport == crate::Transport::Tcp && contact.uri_params.get("ob").is_some() {
         return arrival;
     }
-    let wants_tcp = contact
-        .uri_params
-        .get_val("transport")
-        .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
+    let wants_tcp = arrival.transport == crate::Transport::Tcp
+        || contact
+            .uri_params
+            .get_val("transport")
+            .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
     match crate::message::host_addr(&contact.host_port, 5060) {
         Some(remote) if !remote.ip().is_unspecified() => Target {
             transport: if wants_tcp {

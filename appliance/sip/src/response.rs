@@ -20,11 +20,12 @@ pub fn build_response(
     for name in [Name::VIA, Name::FROM, Name::TO, Name::CALL_ID, Name::CSEQ] {
         for value in request.headers.get_raw(&name) {
             let mut value = value.to_string();
-            if name == Name::TO && request.common.to.tag.is_none() {
-                if let Some(tag) = to_tag {
-                    value.push_str(";tag=");
-                    value.push_str(tag);
-                }
+            if name == Name::TO
+                && request.common.to.tag.is_none()
+                && let Some(tag) = to_tag
+            {
+                value.push_str(";tag=");
+                value.push_str(tag);
             }
             lines.push((name.as_print_str().to_string(), value));
         }

@@ -335,9 +335,8 @@ fn send_from(
 }
 
 async fn read_udp(socket: Arc<UdpSocket>, events: mpsc::Sender<NetEvent>) {
-    let bound = match socket.local_addr() {
-        Ok(a) => a,
-        Err(_) => return,
+    let Ok(bound) = socket.local_addr() else {
+        return;
     };
     let mut buf = vec![0u8; 65_536];
     loop {
@@ -564,6 +563,16 @@ impl Framer {
         if self.buf.is_empty() {
             return Frame::Need;
         }
+        // A stream that does not start with a SIP start line cannot be framed: give up on it
+        // rather than guess where the next message starts.
+        let line_end = self
+            .buf
+            .iter()
+            .position(|b| *b == b'\n')
+            .unwrap_or(self.buf.len());
+        if line_end < self.buf.len() && !is_start_line(&self.buf[..line_end]) {
+            return Frame::Garbage("not a SIP start line");
+        }
         let Some(head_end) = find_head_end(&self.buf) else {
             return if self.buf.len() > self.max {
                 Frame::Garbage("header larger than the limit")
@@ -586,6 +595,20 @@ impl Framer {
         }
         Frame::Message(self.buf.split_to(head_end + length).freeze())
     }
+}
+
+/// `SIP/x.y ...` (a status line) or `... SIP/x.y` (a request line), leniently: the parser
+/// gives the exact answer (505, 400); the framer only needs to know it is SIP at all.
+fn is_start_line(line: &[u8]) -> bool {
+    let line = String::from_utf8_lossy(line);
+    let line = line.trim_end_matches('\r');
+    line.get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+        || line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.get(..4))
+            .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
@@ -635,5 +658,8 @@ mod tests {
         let mut g = Framer::new(100);
         g.push(&[b'a'; 200]);
         assert_eq!(g.next(), Frame::Garbage("header larger than the limit"));
+        let mut h = Framer::new(100);
+        h.push(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(h.next(), Frame::Garbage("not a SIP start line"));
     }
 }

@@ -41,12 +41,11 @@ async fn status(State(state): State<ApiState>) -> impl IntoResponse {
         .status
         .send_timeout(StatusRequest { reply }, Duration::from_secs(2))
         .await;
-    let bindings = match (
+    let (Ok(()), Ok(Ok(bindings))) = (
         asked,
         tokio::time::timeout(Duration::from_secs(2), answer).await,
-    ) {
-        (Ok(()), Ok(Ok(bindings))) => bindings,
-        _ => return (StatusCode::SERVICE_UNAVAILABLE, "SIP core not answering").into_response(),
+    ) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "SIP core not answering").into_response();
     };
     Json(Status {
         version: env!("CARGO_PKG_VERSION"),

@@ -58,21 +58,21 @@ impl ClientTransaction {
         match (self.state, response.code) {
             (State::Trying | State::Proceeding, 100..=199) => {
                 self.state = State::Proceeding;
-                Step::tu(TuEvent::Response(response))
+                Step::tu(TuEvent::Response(Box::new(response)))
             }
             (State::Trying | State::Proceeding, _) => {
                 self.timers.stop_all();
                 if self.reliable {
                     self.state = State::Terminated;
                     return Step {
-                        tu: Some(TuEvent::Response(response)),
+                        tu: Some(TuEvent::Response(Box::new(response))),
                         terminated: true,
                         ..Step::default()
                     };
                 }
                 self.state = State::Completed;
                 self.timers.set(Timer::K, now + self.intervals.t4);
-                Step::tu(TuEvent::Response(response))
+                Step::tu(TuEvent::Response(Box::new(response)))
             }
             _ => Step::default(),
         }

@@ -72,15 +72,15 @@ impl ClientInviteTransaction {
                 // Timer B stays armed in Proceeding only as the proxy's safety net: RFC 3261
                 // lets a proceeding INVITE wait forever, and the proxy's no-answer timer decides.
                 self.timers.stop(Timer::B);
-                Step::tu(TuEvent::Response(response))
+                Step::tu(TuEvent::Response(Box::new(response)))
             }
             (State::Calling | State::Proceeding, 200..=299) => {
                 self.state = State::Accepted;
                 self.timers.stop_all();
                 self.timers.set(Timer::M, now + 64 * intervals.t1);
-                Step::tu(TuEvent::Response(response))
+                Step::tu(TuEvent::Response(Box::new(response)))
             }
-            (State::Accepted, 200..=299) => Step::tu(TuEvent::Response(response)),
+            (State::Accepted, 200..=299) => Step::tu(TuEvent::Response(Box::new(response))),
             (State::Calling | State::Proceeding, _) => {
                 self.state = State::Completed;
                 self.timers.stop_all();
@@ -90,7 +90,7 @@ impl ClientInviteTransaction {
                     self.state = State::Terminated;
                     return Step {
                         send: Some(ack),
-                        tu: Some(TuEvent::Response(response)),
+                        tu: Some(TuEvent::Response(Box::new(response))),
                         terminated: true,
                     };
                 }
@@ -100,7 +100,7 @@ impl ClientInviteTransaction {
                 );
                 Step {
                     send: Some(ack),
-                    tu: Some(TuEvent::Response(response)),
+                    tu: Some(TuEvent::Response(Box::new(response))),
                     terminated: false,
                 }
             }

@@ -53,7 +53,7 @@ impl Step {
 #[derive(Debug)]
 pub(crate) enum TuEvent {
     /// A response (provisional or final) to pass upstream.
-    Response(Response),
+    Response(Box<Response>),
     /// Timer B or F fired: the next hop never answered (RFC 3261 §17.1.1.2, §17.1.2.2).
     Timeout,
     /// A server INVITE transaction's Timer H fired: the ACK never came (§17.2.1).
