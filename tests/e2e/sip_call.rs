@@ -1,7 +1,7 @@
 //! Calls through the proxy (RFC 3261 §16, issue 3): sipp phones register, a sipp caller calls
 //! them through the node, and both sides must see exactly the messages their scenario expects.
 
-use fieldmesh_tests::node::Node;
+use fieldmesh_tests::node::{Node, NodeOptions};
 use fieldmesh_tests::ports::free_port;
 use fieldmesh_tests::sipp::{self, LOOPBACK, Sipp};
 use std::time::Duration;
@@ -66,6 +66,24 @@ fn a_call_to_an_extension_whose_phone_unregistered_gets_480() {
         .service("gone")
         .run()
         .expect_success(1);
+}
+
+#[test]
+fn a_call_nobody_answers_gets_480_after_the_no_answer_time_and_the_phone_is_cancelled() {
+    let node = Node::start_with(NodeOptions {
+        config_toml: Some("[sip]\nno_answer_secs = 2\n".into()),
+        ..NodeOptions::default()
+    });
+    let ivan = Sipp::new("uas_ringing_cancel").spawn();
+    sipp::register(node.sip, "ivan", ivan.port());
+    let caller = Sipp::new("invite_unavailable")
+        .to(node.sip)
+        .service("ivan")
+        .run();
+    caller.expect_success(1);
+    eprintln!("480 after {:?} (no_answer_secs = 2)", caller.elapsed);
+    // uas_ringing_cancel succeeds only after CANCEL, its 487 and the proxy's ACK for it.
+    ivan.wait().expect_success(1);
 }
 
 #[test]

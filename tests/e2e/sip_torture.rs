@@ -31,9 +31,12 @@ enum Expected {
 struct Row {
     name: String,
     file: PathBuf,
+    is_response: bool,
     expected: Expected,
 }
 
+/// The rows of `EXPECTED.tsv` (columns found by the header: `name`, `kind`, `expect`); each
+/// fixture is `NAME.dat` beside it.
 fn rows() -> Vec<Row> {
     let dir = Path::new(FIXTURES);
     let table = dir.join("EXPECTED.tsv");
@@ -43,31 +46,45 @@ fn rows() -> Vec<Row> {
             table.display()
         )
     });
-    let mut rows = Vec::new();
-    for line in text
+    let mut lines = text
         .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let cols: Vec<&str> = line.split('\t').map(str::trim).collect();
-        let (Some(name), Some(outcome)) = (cols.first(), cols.get(1)) else {
-            panic!("{}: bad row {line:?}", table.display())
-        };
-        let expected = match *outcome {
-            "process" => Expected::Process,
-            "drop" => Expected::Drop,
-            code => match code.parse() {
-                Ok(code) => Expected::Code(code),
-                Err(_) if rows.is_empty() => continue, // the header row
-                Err(_) => panic!("{}: unknown outcome {code:?} in {line:?}", table.display()),
-            },
-        };
-        rows.push(Row {
-            name: name.to_string(),
-            file: dir.join(name),
-            expected,
-        });
-    }
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
+    let header: Vec<&str> = lines
+        .next()
+        .expect("EXPECTED.tsv header")
+        .split('\t')
+        .collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim() == name)
+            .unwrap_or_else(|| panic!("{}: no {name:?} column in {header:?}", table.display()))
+    };
+    let (name_col, kind_col, expect_col) = (column("name"), column("kind"), column("expect"));
+    let rows: Vec<Row> = lines
+        .map(|line| {
+            let cols: Vec<&str> = line.split('\t').map(str::trim).collect();
+            let col = |i: usize| {
+                *cols
+                    .get(i)
+                    .unwrap_or_else(|| panic!("{}: short row {line:?}", table.display()))
+            };
+            let expected = match col(expect_col) {
+                "process" => Expected::Process,
+                "drop" => Expected::Drop,
+                code => Expected::Code(code.parse().unwrap_or_else(|_| {
+                    panic!("{}: bad expect {code:?} in {line:?}", table.display())
+                })),
+            };
+            let name = col(name_col).to_string();
+            Row {
+                file: dir.join(format!("{name}.dat")),
+                name,
+                is_response: col(kind_col) == "response",
+                expected,
+            }
+        })
+        .collect();
     assert!(!rows.is_empty(), "{} lists no fixture", table.display());
     rows
 }
@@ -108,9 +125,8 @@ fn answers(node: SocketAddr, bytes: &[u8]) -> Result<Vec<(u16, String)>, String>
 
 /// `None` if what came back matches the expectation, else why not.
 fn check(row: &Row, bytes: &[u8], got: &[(u16, String)]) -> Option<String> {
-    let start = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).to_string();
-    let is_response = start.starts_with("SIP/");
-    let is_ack = start.starts_with("ACK ");
+    let is_response = row.is_response;
+    let is_ack = bytes.starts_with(b"ACK ");
     let finals: Vec<&(u16, String)> = got.iter().filter(|(c, _)| *c >= 200).collect();
     match row.expected {
         Expected::Process if is_ack || is_response => (!got.is_empty()).then(|| {

@@ -458,7 +458,11 @@ impl<S: Storage> Endpoint<S> {
     fn handle_ack(&mut self, now: Instant, request: Request, arrival: Target) {
         let key = transaction::server_key(&request, Method::INVITE);
         if let Some(id) = self.server_keys.get(&key).copied()
-            && let ServerMachine::Invite(m) = &mut self.servers.get_mut(&id).expect("keyed").machine
+            && let ServerMachine::Invite(m) = &mut self
+                .servers
+                .get_mut(&id)
+                .expect("server_keys and servers change together")
+                .machine
         {
             let step = m.handle_ack(now);
             return self.apply_server_step(now, id, step);
@@ -500,7 +504,12 @@ impl<S: Storage> Endpoint<S> {
     fn handle_cancel(&mut self, now: Instant, request: Request, arrival: Target) {
         let key = transaction::server_key(&request, Method::CANCEL);
         if let Some(id) = self.server_keys.get(&key).copied() {
-            let step = match &mut self.servers.get_mut(&id).expect("keyed").machine {
+            let step = match &mut self
+                .servers
+                .get_mut(&id)
+                .expect("server_keys and servers change together")
+                .machine
+            {
                 ServerMachine::Plain(m) => m.handle_retransmission(),
                 ServerMachine::Invite(m) => m.handle_retransmission(),
             };

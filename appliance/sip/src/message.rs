@@ -12,7 +12,7 @@ use bytes::Bytes;
 use bytesstr::BytesStr;
 use ezk_sip_types::Name;
 use ezk_sip_types::header::HeaderParse;
-use ezk_sip_types::header::typed::{Contact, FromTo, Routing, Via};
+use ezk_sip_types::header::typed::{Contact, Routing, Via};
 use ezk_sip_types::host::{Host, HostPort};
 use ezk_sip_types::parse::Parse;
 use ezk_sip_types::print::{AppendCtx, PrintCtx, UriContext};
@@ -56,6 +56,24 @@ impl fmt::Display for Method {
     }
 }
 
+/// The methods RFC 3261 and its extensions define; others are extension methods.
+pub const KNOWN_METHODS: [&str; 14] = [
+    "INVITE",
+    "ACK",
+    "CANCEL",
+    "BYE",
+    "REGISTER",
+    "OPTIONS",
+    "MESSAGE",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "PUBLISH",
+];
+
 /// A request or a response, as read from the network.
 #[derive(Clone, Debug)]
 pub enum Message {
@@ -68,11 +86,27 @@ pub enum Message {
 pub struct Common {
     /// Every Via value, top first.
     pub vias: Vec<Via>,
-    pub from: FromTo,
-    pub to: FromTo,
+    pub from: Party,
+    pub to: Party,
     pub call_id: BytesStr,
     pub cseq: u32,
     pub cseq_method: Method,
+}
+
+/// The From or To of a message (RFC 3261 §20.20, §20.39): what routing needs of it.
+#[derive(Clone, Debug)]
+pub struct Party {
+    /// The URI when it is a SIP or SIPS URI; `None` for other schemes (`tel:` is legal here).
+    pub uri: Option<SipUri>,
+    /// The `tag` parameter.
+    pub tag: Option<String>,
+}
+
+impl Party {
+    /// The user part of the URI: the extension, for To and From.
+    pub fn user(&self) -> Option<&str> {
+        self.uri.as_ref().and_then(uri_user)
+    }
 }
 
 /// A SIP request with its guaranteed headers parsed.
@@ -145,6 +179,11 @@ pub fn parse(bytes: &[u8], stream: bool) -> Result<Message, ParseError> {
         Start::Response { code, reason } => {
             parse_response(&raw, code, reason, stream).map_err(ParseError::Response)
         }
+        Start::BadRequest => Err(ParseError::Request {
+            status: 400,
+            reason: "Bad Request Line".into(),
+            echo: raw.echo(),
+        }),
     }
 }
 
@@ -343,6 +382,8 @@ enum Start<'a> {
         code: u16,
         reason: &'a str,
     },
+    /// Looks like a request (it names a SIP version) but the line is malformed.
+    BadRequest,
 }
 
 struct RawMessage<'a> {
@@ -478,12 +519,9 @@ fn parse_start(line: &str) -> Result<Start<'_>, ParseError> {
     let (Some(method), Some(uri), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
+        // RFC 4475 §3.1.2.8-10: extra whitespace in the request line is a 400, not silence.
         return if line.contains("SIP/") {
-            Err(ParseError::Request {
-                status: 400,
-                reason: "Bad Request Line".into(),
-                echo: None,
-            })
+            Ok(Start::BadRequest)
         } else {
             Err(ParseError::NotSip("no request or status line"))
         };
@@ -531,12 +569,23 @@ fn parse_request(
         }
         _ => return Err(reject(400, "Malformed Request-URI".into())),
     };
+    // RFC 3261 §19.1.5: a Request-URI carries no headers (RFC 4475 §3.1.2.11).
+    if !uri.header_params.is_empty() {
+        return Err(reject(
+            400,
+            "Malformed Request-URI: Headers Not Allowed".into(),
+        ));
+    }
     let headers = raw.header_map();
     let common = common(&headers).map_err(|why| reject(400, why))?;
     if !(common.cseq_method.is(method.as_str())
         || method.is(Method::ACK)
         || method.is(Method::CANCEL))
     {
+        // RFC 4475 §3.1.2.18: for a method we do not know, 501 is the better answer.
+        if !KNOWN_METHODS.contains(&method.as_str()) {
+            return Err(reject(501, "Not Implemented".into()));
+        }
         return Err(reject(400, "CSeq Method Does Not Match Request".into()));
     }
     if (method.is(Method::ACK) || method.is(Method::CANCEL))
@@ -590,8 +639,8 @@ fn common(headers: &ezk_sip_types::Headers) -> Result<Common, String> {
     if vias.is_empty() {
         return Err("Missing Via header".into());
     }
-    let from = one::<FromTo>(headers, &Name::FROM)?;
-    let to = one::<FromTo>(headers, &Name::TO)?;
+    let from = party(headers, &Name::FROM)?;
+    let to = party(headers, &Name::TO)?;
     let call_id = match headers
         .get_raw(&Name::CALL_ID)
         .collect::<Vec<_>>()
@@ -616,6 +665,104 @@ fn common(headers: &ezk_sip_types::Headers) -> Result<Common, String> {
     })
 }
 
+/// From or To, exactly once.
+fn party(headers: &ezk_sip_types::Headers, name: &Name) -> Result<Party, String> {
+    let values: Vec<&BytesStr> = headers.get_raw(name).collect();
+    match values.as_slice() {
+        [] => Err(format!("Missing {} header", name.as_print_str())),
+        [value] => {
+            parse_party(value).ok_or_else(|| format!("Malformed {} header", name.as_print_str()))
+        }
+        _ => Err(format!("Multiple {} headers", name.as_print_str())),
+    }
+}
+
+/// `( name-addr / addr-spec ) *( SEMI param )`, with the LWS RFC 3261 allows around `;` and
+/// `=` (RFC 4475 §3.1.1.1), quoted display names with escapes, and a refusal of what §25.1
+/// forbids (an unbalanced quote, a comma in an unquoted display name: §3.1.2.6, §3.1.2.15).
+pub fn parse_party(value: &str) -> Option<Party> {
+    let v = value.trim();
+    let (uri, params) = if let Some(rest) = v.strip_prefix('"') {
+        let end = quoted_end(rest)?;
+        let rest = rest[end + 1..].trim_start();
+        let inner = rest.strip_prefix('<')?;
+        let close = inner.find('>')?;
+        (&inner[..close], &inner[close + 1..])
+    } else if let Some(open) = v.find('<') {
+        let display = v[..open].trim();
+        if !display
+            .split_whitespace()
+            .all(|w| w.bytes().all(is_token_byte))
+        {
+            return None;
+        }
+        let close = v[open..].find('>')? + open;
+        (&v[open + 1..close], &v[close + 1..])
+    } else {
+        // addr-spec: parameters after the first ';' belong to the header (RFC 3261 §20.10).
+        match v.find(';') {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, ""),
+        }
+    };
+    // Inside `<>` no whitespace is allowed at all (RFC 4475 §3.1.2.14); an addr-spec is trimmed.
+    let uri = if v.contains('<') { uri } else { uri.trim() };
+    if uri.is_empty() || uri.contains(char::is_whitespace) || uri.contains(['"', '<', '>']) {
+        return None;
+    }
+    let scheme = uri.split_once(':')?.0.to_ascii_lowercase();
+    let sip_uri = match scheme.as_str() {
+        "sip" | "sips" => Some(parse_all::<SipUri>(uri)?),
+        s if !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            None
+        }
+        _ => return None,
+    };
+    let mut tag = None;
+    let params = params.trim();
+    if !params.is_empty() {
+        let params = params.strip_prefix(';')?;
+        for param in params.split(';') {
+            let (name, val) = match param.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim())),
+                None => (param.trim(), None),
+            };
+            if name.is_empty() || !name.bytes().all(is_token_byte) {
+                return None;
+            }
+            if let Some(val) = val {
+                let quoted = val.starts_with('"') && val.ends_with('"') && val.len() >= 2;
+                if val.is_empty()
+                    || !(quoted || val.bytes().all(|b| is_token_byte(b) || b"[]:".contains(&b)))
+                {
+                    return None;
+                }
+            }
+            if name.eq_ignore_ascii_case("tag") {
+                tag = Some(val?.to_string());
+            }
+        }
+    }
+    Some(Party { uri: sip_uri, tag })
+}
+
+/// Index of the closing quote of a quoted string whose opening quote was just consumed.
+fn quoted_end(s: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 /// RFC 3261 §20.16: `CSeq: 1*DIGIT LWS Method`, the number below 2**31.
 fn parse_cseq(value: &str) -> Option<(u32, Method)> {
     let mut parts = value.split_whitespace();
@@ -624,22 +771,6 @@ fn parse_cseq(value: &str) -> Option<(u32, Method)> {
     };
     let num: u32 = num.parse().ok().filter(|n| *n < 1 << 31)?;
     Some((num, Method::new(method)?))
-}
-
-/// A header that must appear exactly once, fully parsed.
-fn one<H: HeaderParse>(headers: &ezk_sip_types::Headers, name: &Name) -> Result<H, String> {
-    let values: Vec<&BytesStr> = headers.get_raw(name).collect();
-    match values.as_slice() {
-        [] => Err(format!("Missing {} header", name.as_print_str())),
-        [value] => {
-            let src: Bytes = <BytesStr as AsRef<Bytes>>::as_ref(value).clone();
-            match H::parse(&src, value.as_str().trim()) {
-                Ok((rest, v)) if rest.trim().is_empty() => Ok(v),
-                _ => Err(format!("Malformed {} header", name.as_print_str())),
-            }
-        }
-        _ => Err(format!("Multiple {} headers", name.as_print_str())),
-    }
 }
 
 /// The body, checked against Content-Length (RFC 3261 §18.3): over a datagram transport extra
@@ -693,6 +824,11 @@ fn bad_request(start: &Start<'_>, why: &str) -> ParseError {
             echo: None,
         },
         Start::Response { .. } => ParseError::Response(why.to_string()),
+        Start::BadRequest => ParseError::Request {
+            status: 400,
+            reason: "Bad Request Line".into(),
+            echo: None,
+        },
     }
 }
 
@@ -789,9 +925,10 @@ mod tests {
     fn extension_methods_are_kept_exactly() {
         let r = request(&INVITE.replace("INVITE", "FOO"));
         assert!(r.method.is("FOO"));
+        // Methods are case-sensitive: `invite` is an unknown method whose CSeq does not match.
         let lower = parse(INVITE.replace("INVITE sip", "invite sip").as_bytes(), false);
         assert!(
-            matches!(lower, Err(ParseError::Request { status: 400, .. })),
+            matches!(lower, Err(ParseError::Request { status: 501, .. })),
             "{lower:?}"
         );
     }

@@ -92,8 +92,13 @@ pub fn route(
         });
     }
 
-    // Pre-loaded or record-routed next hop (§16.4, §16.12).
+    // Record-routed next hop of a dialog (§16.4, §16.12). A pre-loaded Route on a request
+    // outside a dialog would make us forward to wherever the sender likes (an open relay);
+    // the appliance forwards only to its own phones, and later to its known peers.
     if let Some(next) = routes.first() {
+        if request.common.to.tag.is_none() {
+            return Decision::Reject(Reject::NotRelaying);
+        }
         return match next_hop(&next.uri.uri, arrival) {
             Some(target) => Decision::Relay { target },
             None => Decision::Reject(Reject::ForeignDomain),

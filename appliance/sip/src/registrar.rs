@@ -6,7 +6,7 @@
 //! one, so a phone whose address changed does not leave a stale branch behind.
 
 use crate::location::{Aor, Binding, Location, Target};
-use crate::message::{ContactList, Request, print_uri, single, uri_user};
+use crate::message::{ContactList, Request, print_uri, single};
 use crate::reject::Reject;
 use crate::storage::Storage;
 use ezk_sip_types::Name;
@@ -44,7 +44,10 @@ pub fn register(
     location: &mut Location,
     storage: &mut dyn Storage,
 ) -> Result<(Aor, Vec<Binding>), Reject> {
-    let aor = uri_user(&request.common.to.uri.uri)
+    let aor = request
+        .common
+        .to
+        .user()
         .filter(|u| !u.is_empty())
         .map(|u| Aor(u.to_string()))
         .ok_or(Reject::NoExtension)?;

@@ -27,6 +27,8 @@ pub enum Reject {
     NotFound,
     /// The Request-URI names a domain that is not ours and we never forward to foreign domains.
     ForeignDomain,
+    /// A request outside a dialog pre-routed to somewhere that is not us.
+    NotRelaying,
     /// A known extension with no binding now, or no branch answered in time.
     Unavailable,
     /// A request for the appliance itself with a method it knows but does not serve.
@@ -58,6 +60,7 @@ impl Reject {
             Reject::BadExtension { .. } => (420, "Bad Extension"),
             Reject::NotFound => (404, "Not Found"),
             Reject::ForeignDomain => (404, "Not Found: Domain Not Served Here"),
+            Reject::NotRelaying => (403, "Forbidden: Not Relaying"),
             Reject::Unavailable => (480, "Temporarily Unavailable"),
             Reject::MethodNotAllowed => (405, "Method Not Allowed"),
             Reject::NotImplemented => (501, "Not Implemented"),
@@ -108,6 +111,7 @@ mod tests {
                 "Not Found: Domain Not Served Here",
             ),
             (Reject::Unavailable, 480, "Temporarily Unavailable"),
+            (Reject::NotRelaying, 403, "Forbidden: Not Relaying"),
             (Reject::MethodNotAllowed, 405, "Method Not Allowed"),
             (Reject::NotImplemented, 501, "Not Implemented"),
             (

@@ -136,3 +136,15 @@ fn in_dialog_requests_follow_the_route_we_record() {
     };
     assert!(b.routes().is_empty(), "our Route was popped");
 }
+
+#[test]
+fn a_request_pre_routed_elsewhere_gets_403_at_once() {
+    let mut net = Net::new(16);
+    let alice = net.phone("10.0.1.2:5070", Answer::Silent);
+    let text = format!(
+        "MESSAGE sip:kumiko@example.org SIP/2.0\r\nVia: SIP/2.0/UDP {alice};branch=z9hG4bKpre\r\n\
+         Route: <sip:192.0.2.77:5080;lr>\r\nFrom: <sip:201@x>;tag=f\r\nTo: <sip:kumiko@example.org>\r\n\
+         Call-ID: pre\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    assert_eq!(net.send_and_wait_final(alice, &text), 403);
+}
