@@ -1,0 +1,924 @@
+//! The overlay node: one task owns the libp2p `Swarm` and the location [`Table`]; the rest of
+//! the appliance talks to it through a cloneable [`Mesh`] handle (commands with oneshot
+//! replies, the shape of rust-libp2p's `examples/file-sharing/src/network.rs`) and hears from
+//! it through bounded [`MeshEvent`]s.
+//!
+//! What travels: gossipsub carries each appliance's own records as they change; kad holds the
+//! same records (one key per AOR and appliance) and provider entries per AOR so a newcomer can
+//! look up what it missed; on every new connection the two sides exchange digests over
+//! request-response and fetch the difference (gossip does not replay what a partition missed);
+//! ping decides liveness quickly, because mDNS TTLs alone take 120 s to notice a dead appliance.
+
+use crate::behaviour::{Behaviour, BehaviourEvent, SyncRequest, SyncResponse};
+use crate::discovery::{self, Discovered};
+use crate::error::MeshError;
+use crate::records::{LocationRecord, Merge, PhoneRef, Route, Table};
+use crate::{PROTOCOL_VERSION, is_compatible};
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::kad::{self, store::RecordStore};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, identity, ping};
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// The gossip topic: one coarse topic for all location records (libp2p allows 100 by default).
+const TOPIC: &str = "fieldmesh/location/1";
+/// How long a lookup for an AOR nobody announced may take before we answer "nobody".
+const LOOKUP_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A peer may publish this many records per second on average (burst `RATE_BURST`); more are
+/// rejected, which gossipsub counts against it.
+const RATE_PER_SEC: f64 = 50.0;
+const RATE_BURST: f64 = 500.0;
+
+/// How the node runs.
+pub struct MeshConfig {
+    pub keypair: identity::Keypair,
+    pub node_name: String,
+    /// Overlay listen address (TCP).
+    pub listen: SocketAddr,
+    /// Our mesh-side SIP address, announced in every record.
+    pub sip: SocketAddr,
+    /// Our mesh-side IPv4 address, announced by mDNS; `None` disables mDNS (tests dial).
+    pub mdns: Option<(Ipv4Addr, Option<String>)>,
+    /// Liveness: ping every `ping_interval`; a peer silent for `ping_timeout` is down.
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Bumped at every start, so sequence numbers keep increasing across restarts.
+    pub epoch: u64,
+    /// Use the in-process memory transport at this port instead of TCP (tests).
+    pub memory: Option<u64>,
+}
+
+/// What the node tells the appliance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeshEvent {
+    /// Where requests for `aor` may go now (empty: nowhere); `known` if any appliance has
+    /// announced it recently (a `480` rather than a `404`).
+    Routes {
+        aor: String,
+        routes: Vec<Route>,
+        known: bool,
+    },
+    /// These phones of ours registered more recently at another appliance: drop their bindings.
+    Moved { aor: String, phones: Vec<PhoneRef> },
+}
+
+/// A neighbour as the status API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub node: String,
+    pub addrs: Vec<String>,
+    pub version: u32,
+    pub compatible: bool,
+    pub connected: bool,
+}
+
+/// A snapshot for the status API.
+#[derive(Debug, Clone)]
+pub struct MeshStatus {
+    pub peer_id: String,
+    pub peers: Vec<PeerInfo>,
+    /// Records learnt from other appliances, and whether their appliance is unreachable.
+    pub records: Vec<(LocationRecord, bool)>,
+}
+
+enum Command {
+    Announce {
+        aor: String,
+        phones: Vec<PhoneRef>,
+        ttl_secs: u32,
+    },
+    Lookup {
+        aor: String,
+        reply: oneshot::Sender<Vec<Route>>,
+    },
+    Status {
+        reply: oneshot::Sender<MeshStatus>,
+    },
+    Dial {
+        addr: Multiaddr,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The handle the appliance keeps. Cloneable; every call is bounded.
+#[derive(Clone)]
+pub struct Mesh {
+    commands: mpsc::Sender<Command>,
+    peer_id: PeerId,
+}
+
+impl Mesh {
+    /// Starts the node; events arrive on `events`.
+    pub fn spawn(config: MeshConfig, events: mpsc::Sender<MeshEvent>) -> Result<Mesh, MeshError> {
+        let peer_id = config.keypair.public().to_peer_id();
+        let swarm = build_swarm(&config)?;
+        let (commands, rx) = mpsc::channel(256);
+        let discovered = match &config.mdns {
+            Some((ip, interface)) => Some(discovery::start(
+                peer_id,
+                &config.node_name,
+                *ip,
+                config.listen.port(),
+                config.sip.port(),
+                interface.as_deref(),
+            )?),
+            None => None,
+        };
+        let node = Node::new(config, swarm, events);
+        tokio::spawn(node.run(rx, discovered));
+        Ok(Mesh { commands, peer_id })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Announces our record for `aor` (no phones: a tombstone). Never waits: if the node is
+    /// backed up the announcement is dropped and anti-entropy repairs it on the next contact.
+    pub fn announce(&self, aor: String, phones: Vec<PhoneRef>, ttl_secs: u32) {
+        if self
+            .commands
+            .try_send(Command::Announce {
+                aor,
+                phones,
+                ttl_secs,
+            })
+            .is_err()
+        {
+            tracing::warn!("overlay busy: announcement dropped");
+        }
+    }
+
+    /// Where `aor` is served, asking the overlay when the table does not know (bounded).
+    pub async fn lookup(&self, aor: String) -> Vec<Route> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Lookup { aor, reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        tokio::time::timeout(LOOKUP_TIMEOUT * 2, rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+
+    pub async fn status(&self) -> Option<MeshStatus> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Status { reply }).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(2), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Stops the node: connections close, so neighbours withdraw our routes at once.
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown { done }).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
+        }
+    }
+
+    /// Dials an address explicitly (tests on the memory transport; a configured peer).
+    pub async fn dial(&self, addr: Multiaddr) {
+        let _ = self.commands.send(Command::Dial { addr }).await;
+    }
+}
+
+fn build_swarm(config: &MeshConfig) -> Result<Swarm<Behaviour>, MeshError> {
+    let builder = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone()).with_tokio();
+    let mut swarm = if config.memory.is_some() {
+        builder
+            .with_other_transport(|key| {
+                use libp2p::Transport;
+                libp2p::core::transport::MemoryTransport::default()
+                    .upgrade(libp2p::core::upgrade::Version::V1)
+                    .authenticate(libp2p::noise::Config::new(key)?)
+                    .multiplex(libp2p::yamux::Config::default())
+                    .boxed()
+                    .pipe_ok()
+            })
+            .map_err(|e| MeshError::Transport(e.to_string()))?
+            .with_behaviour(|key| Behaviour::new(key, config))
+            .map_err(|e| MeshError::Transport(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .build()
+    } else {
+        builder
+            .with_tcp(
+                libp2p::tcp::Config::default().nodelay(true),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .map_err(|e| MeshError::Transport(e.to_string()))?
+            .with_behaviour(|key| Behaviour::new(key, config))
+            .map_err(|e| MeshError::Transport(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .build()
+    };
+    let listen: Multiaddr = match config.memory {
+        Some(port) => Multiaddr::empty().with(Protocol::Memory(port)),
+        None => Multiaddr::from(config.listen.ip()).with(Protocol::Tcp(config.listen.port())),
+    };
+    swarm
+        .listen_on(listen)
+        .map_err(|e| MeshError::Transport(e.to_string()))?;
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&IdentTopic::new(TOPIC))
+        .map_err(|e| MeshError::Transport(e.to_string()))?;
+    swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
+    Ok(swarm)
+}
+
+/// `Ok` wrapper so the transport closure reads as one expression.
+trait PipeOk: Sized {
+    fn pipe_ok(self) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self)
+    }
+}
+impl<T> PipeOk for T {}
+
+struct Peer {
+    info: PeerInfo,
+    /// Where mDNS says it listens (redialled after a partition heals).
+    dial: Option<Multiaddr>,
+    last_dial: Option<Instant>,
+    bucket: (f64, Instant),
+}
+
+struct PendingLookup {
+    aor: String,
+    reply: oneshot::Sender<Vec<Route>>,
+    deadline: Instant,
+    outstanding: HashSet<OutboundRequestId>,
+}
+
+struct Node {
+    config: MeshConfig,
+    swarm: Swarm<Behaviour>,
+    events: mpsc::Sender<MeshEvent>,
+    me: String,
+    table: Table,
+    /// Our own latest record per AOR (tombstones too, for a while).
+    own: HashMap<String, (LocationRecord, Instant)>,
+    seq: u64,
+    peers: HashMap<PeerId, Peer>,
+    /// Records waiting for a gossip peer (publishing before anyone subscribed loses them).
+    unpublished: Vec<LocationRecord>,
+    lookups: Vec<PendingLookup>,
+    kad_lookups: HashMap<kad::QueryId, String>,
+}
+
+impl Node {
+    fn new(config: MeshConfig, swarm: Swarm<Behaviour>, events: mpsc::Sender<MeshEvent>) -> Node {
+        let me = config.keypair.public().to_peer_id().to_base58();
+        let seq = config.epoch << 32;
+        Node {
+            config,
+            swarm,
+            events,
+            me,
+            table: Table::default(),
+            own: HashMap::new(),
+            seq,
+            peers: HashMap::new(),
+            unpublished: Vec::new(),
+            lookups: Vec::new(),
+            kad_lookups: HashMap::new(),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut discovered: Option<mpsc::Receiver<Discovered>>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.handle_swarm(event).await,
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown { done }) => {
+                        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                        for p in peers {
+                            let _ = self.swarm.disconnect_peer_id(p);
+                        }
+                        // Let the closes go out before the swarm is dropped.
+                        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                            while self.swarm.connected_peers().next().is_some() {
+                                self.swarm.select_next_some().await;
+                            }
+                        }).await;
+                        let _ = done.send(());
+                        break;
+                    }
+                    Some(c) => self.handle_command(c).await,
+                    None => break,
+                },
+                Some(d) = async { match discovered.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    self.handle_discovered(d);
+                }
+                _ = tick.tick() => self.handle_tick().await,
+            }
+        }
+    }
+
+    async fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Announce {
+                aor,
+                phones,
+                ttl_secs,
+            } => self.announce(aor, phones, ttl_secs),
+            Command::Lookup { aor, reply } => {
+                let now = Instant::now();
+                let routes = self.table.routes(now, &aor, &self.me);
+                if !routes.is_empty() || self.swarm.connected_peers().next().is_none() {
+                    let _ = reply.send(routes);
+                    return;
+                }
+                // A miss: ask every neighbour and the DHT, answer at the deadline at the latest.
+                let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                let outstanding = connected
+                    .into_iter()
+                    .map(|p| {
+                        self.swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_request(&p, SyncRequest::Lookup { aor: aor.clone() })
+                    })
+                    .collect();
+                let q = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(provider_key(&aor));
+                self.kad_lookups.insert(q, aor.clone());
+                self.lookups.push(PendingLookup {
+                    aor,
+                    reply,
+                    deadline: now + LOOKUP_TIMEOUT,
+                    outstanding,
+                });
+            }
+            Command::Status { reply } => {
+                let now = Instant::now();
+                let mut peers: Vec<PeerInfo> =
+                    self.peers.values().map(|p| p.info.clone()).collect();
+                peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+                let _ = reply.send(MeshStatus {
+                    peer_id: self.me.clone(),
+                    peers,
+                    records: self.table.all(now),
+                });
+            }
+            Command::Shutdown { .. } => {}
+            Command::Dial { addr } => {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    tracing::info!(%addr, error = %e, "dial failed");
+                }
+            }
+        }
+    }
+
+    /// Our record for `aor` changed: gossip it, put it in the DHT, provide or stop providing.
+    fn announce(&mut self, aor: String, phones: Vec<PhoneRef>, ttl_secs: u32) {
+        self.seq += 1;
+        let record = LocationRecord {
+            aor: aor.clone(),
+            peer: self.me.clone(),
+            node: self.config.node_name.clone(),
+            sip: self.config.sip,
+            seq: self.seq,
+            ttl_secs: if phones.is_empty() { 0 } else { ttl_secs },
+            phones,
+        };
+        let now = Instant::now();
+        let keep = if record.is_tombstone() {
+            crate::records::TOMBSTONE_KEEP
+        } else {
+            Duration::from_secs(u64::from(ttl_secs))
+        };
+        self.own.insert(aor.clone(), (record.clone(), now + keep));
+        self.publish(record.clone());
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let value = serde_json::to_vec(&record).expect("a record always serialises");
+        let mut kad_record = kad::Record::new(record_key(&aor, &self.me), value);
+        kad_record.expires = Some(now + keep);
+        let _ = kad.put_record(kad_record, kad::Quorum::One);
+        if record.is_tombstone() {
+            kad.stop_providing(&provider_key(&aor));
+        } else {
+            let _ = kad.start_providing(provider_key(&aor));
+        }
+    }
+
+    fn publish(&mut self, record: LocationRecord) {
+        let bytes = serde_json::to_vec(&record).expect("a record always serialises");
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(IdentTopic::new(TOPIC), bytes)
+        {
+            Ok(_) => {}
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => self.unpublished.push(record),
+            Err(e) => tracing::warn!(aor = %record.aor, error = %e, "gossip publish failed"),
+        }
+    }
+
+    /// Merges one record from the overlay (already checked), and tells the appliance.
+    async fn merge(&mut self, record: LocationRecord) -> bool {
+        if record.peer == self.me {
+            return false; // our own record coming back: ours is the authority
+        }
+        let now = Instant::now();
+        let aor = record.aor.clone();
+        if self.table.merge(now, record) == Merge::Stale {
+            return false;
+        }
+        self.emit_routes(&aor).await;
+        if let Some((mine, _)) = self.own.get(&aor) {
+            let moved = self.table.moved_away(now, &aor, &self.me, &mine.phones);
+            if !moved.is_empty() {
+                tracing::info!(aor = %aor, phones = moved.len(), "phone registered elsewhere since");
+                let _ = self
+                    .events
+                    .send(MeshEvent::Moved { aor, phones: moved })
+                    .await;
+            }
+        }
+        true
+    }
+
+    async fn emit_routes(&mut self, aor: &str) {
+        let routes = self.table.routes(Instant::now(), aor, &self.me);
+        let known = self.table.knows(aor);
+        let _ = self
+            .events
+            .send(MeshEvent::Routes {
+                aor: aor.to_string(),
+                routes,
+                known,
+            })
+            .await;
+    }
+
+    async fn handle_tick(&mut self) {
+        let now = Instant::now();
+        for aor in self.table.expire(now) {
+            self.emit_routes(&aor).await;
+        }
+        self.own.retain(|_, (_, until)| *until > now);
+        if !self.unpublished.is_empty() && self.has_gossip_peer() {
+            for record in std::mem::take(&mut self.unpublished) {
+                self.publish(record);
+            }
+        }
+        // Answer lookups whose time is up.
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lookups)
+            .into_iter()
+            .partition(|l| l.deadline <= now);
+        self.lookups = waiting;
+        for l in due {
+            let _ = l.reply.send(self.table.routes(now, &l.aor, &self.me));
+        }
+        // Redial appliances mDNS told us about that are not connected (a healed partition).
+        let redial: Vec<Multiaddr> = self
+            .peers
+            .iter_mut()
+            .filter(|(id, p)| {
+                p.info.compatible
+                    && !p.info.connected
+                    && p.dial.is_some()
+                    && p.last_dial
+                        .is_none_or(|t| now.duration_since(t) > Duration::from_secs(2))
+                    && !self.swarm.is_connected(id)
+            })
+            .filter_map(|(_, p)| {
+                p.last_dial = Some(now);
+                p.dial.clone()
+            })
+            .collect();
+        for addr in redial {
+            let _ = self.swarm.dial(addr);
+        }
+    }
+
+    fn has_gossip_peer(&self) -> bool {
+        self.swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .any(|(_, topics)| !topics.is_empty())
+    }
+
+    fn handle_discovered(&mut self, d: Discovered) {
+        let Discovered {
+            peer,
+            node,
+            addr,
+            port,
+            version,
+        } = d;
+        if peer == self.swarm.local_peer_id().to_owned() {
+            return;
+        }
+        let compatible = is_compatible(version);
+        if !compatible {
+            tracing::warn!(peer_id = %peer, version, ours = PROTOCOL_VERSION, "neighbour speaks an incompatible protocol version");
+        }
+        let dial = Multiaddr::from(addr)
+            .with(Protocol::Tcp(port))
+            .with(Protocol::P2p(peer));
+        let entry = self.peers.entry(peer).or_insert_with(|| Peer {
+            info: PeerInfo {
+                peer_id: peer.to_base58(),
+                node: node.clone(),
+                addrs: Vec::new(),
+                version,
+                compatible,
+                connected: false,
+            },
+            dial: None,
+            last_dial: None,
+            bucket: (RATE_BURST, Instant::now()),
+        });
+        entry.info.node = node;
+        entry.info.version = version;
+        entry.info.compatible = compatible;
+        entry.info.addrs = vec![addr.to_string()];
+        entry.dial = Some(dial.clone());
+        if compatible && !self.swarm.is_connected(&peer) {
+            tracing::info!(peer_id = %peer, %addr, "neighbour discovered, dialling");
+            entry.last_dial = Some(Instant::now());
+            let _ = self.swarm.dial(dial);
+        }
+    }
+
+    /// Token bucket per peer: `false` when `peer` publishes faster than we accept.
+    fn allow(&mut self, peer: PeerId) -> bool {
+        let now = Instant::now();
+        let entry = self.peers.entry(peer).or_insert_with(|| Peer {
+            info: PeerInfo {
+                peer_id: peer.to_base58(),
+                node: String::new(),
+                addrs: Vec::new(),
+                version: PROTOCOL_VERSION,
+                compatible: true,
+                connected: true,
+            },
+            dial: None,
+            last_dial: None,
+            bucket: (RATE_BURST, now),
+        });
+        let (tokens, at) = entry.bucket;
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST);
+        if tokens < 1.0 {
+            entry.bucket = (tokens, now);
+            return false;
+        }
+        entry.bucket = (tokens - 1.0, now);
+        true
+    }
+
+    async fn handle_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let addr = endpoint.get_remote_address().clone();
+                self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                if num_established.get() == 1 {
+                    tracing::info!(peer_id = %peer_id, "overlay connection up");
+                    self.mark_connected(peer_id, true).await;
+                    // Anti-entropy: tell the peer what we have; it sends what we lack.
+                    let digest = self.digest();
+                    self.swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_request(&peer_id, SyncRequest::Digest { digest });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                cause,
+                ..
+            } => {
+                tracing::info!(peer_id = %peer_id, cause = ?cause, "overlay connection down");
+                self.mark_connected(peer_id, false).await;
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                let acceptance = self.handle_gossip(propagation_source, message).await;
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
+                ..
+            })) => {
+                for record in std::mem::take(&mut self.unpublished) {
+                    self.publish(record);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result, .. })) => {
+                if let Err(e) = result {
+                    // One missed ping (ping_timeout) is enough: a silent appliance must stop
+                    // receiving calls within seconds, and a live one reconnects at once.
+                    tracing::info!(peer_id = %peer, error = %e, "ping failed, dropping the connection");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.handle_sync(event).await,
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.handle_kad(event).await,
+            _ => {}
+        }
+    }
+
+    async fn mark_connected(&mut self, peer: PeerId, connected: bool) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.info.connected = connected;
+        } else if connected {
+            self.peers.insert(
+                peer,
+                Peer {
+                    info: PeerInfo {
+                        peer_id: peer.to_base58(),
+                        node: String::new(),
+                        addrs: Vec::new(),
+                        version: PROTOCOL_VERSION,
+                        compatible: true,
+                        connected: true,
+                    },
+                    dial: None,
+                    last_dial: None,
+                    bucket: (RATE_BURST, Instant::now()),
+                },
+            );
+        }
+        for aor in self.table.set_suspended(&peer.to_base58(), !connected) {
+            self.emit_routes(&aor).await;
+        }
+    }
+
+    async fn handle_gossip(
+        &mut self,
+        source: PeerId,
+        message: gossipsub::Message,
+    ) -> MessageAcceptance {
+        let author = message.source.map(|p| p.to_base58());
+        if !self.allow(source) {
+            tracing::warn!(peer_id = %source, "gossip rate limit exceeded");
+            return MessageAcceptance::Reject;
+        }
+        let record: LocationRecord = match serde_json::from_slice(&message.data) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(peer_id = %source, error = %e, "malformed gossip record");
+                return MessageAcceptance::Reject;
+            }
+        };
+        if let Err(why) = record.check(author.as_deref()) {
+            tracing::warn!(peer_id = %source, aor = %record.aor, why, "gossip record refused");
+            return MessageAcceptance::Reject;
+        }
+        self.merge(record).await;
+        MessageAcceptance::Accept
+    }
+
+    async fn handle_sync(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let now = Instant::now();
+                let records = match request {
+                    SyncRequest::Digest { digest } => {
+                        let mut records = self.table.newer_than(now, &digest);
+                        let theirs: HashMap<(&str, &str), u64> = digest
+                            .iter()
+                            .map(|(a, p, s)| ((a.as_str(), p.as_str()), *s))
+                            .collect();
+                        records.extend(self.own_records(now).into_iter().filter(|r| {
+                            theirs
+                                .get(&(r.aor.as_str(), r.peer.as_str()))
+                                .is_none_or(|s| *s < r.seq)
+                        }));
+                        records
+                    }
+                    SyncRequest::Lookup { aor } => {
+                        let mut records = self.table.records_for(now, &aor);
+                        records.extend(self.own_records(now).into_iter().filter(|r| r.aor == aor));
+                        records
+                    }
+                };
+                tracing::debug!(peer_id = %peer, count = records.len(), "sync answered");
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, SyncResponse { records });
+            }
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                let count = response.records.len();
+                for record in response.records.into_iter().take(10_000) {
+                    match record.check(None) {
+                        Ok(()) => {
+                            self.merge(record).await;
+                        }
+                        Err(why) => tracing::warn!(peer_id = %peer, why, "synced record refused"),
+                    }
+                }
+                tracing::debug!(peer_id = %peer, count, "sync received");
+                self.lookup_answered(request_id);
+            }
+            Event::OutboundFailure {
+                request_id,
+                peer,
+                error,
+                ..
+            } => {
+                tracing::debug!(peer_id = %peer, error = %error, "sync request failed");
+                self.lookup_answered(request_id);
+            }
+            _ => {}
+        }
+    }
+
+    /// A lookup's request was answered (or failed): answer the lookup once all are in.
+    fn lookup_answered(&mut self, id: OutboundRequestId) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.lookups.len() {
+            let l = &mut self.lookups[i];
+            if l.outstanding.remove(&id) && l.outstanding.is_empty() {
+                let l = self.lookups.swap_remove(i);
+                let routes = self.table.routes(now, &l.aor, &self.me);
+                let _ = l.reply.send(routes);
+                continue;
+            }
+            i += 1;
+        }
+    }
+
+    async fn handle_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => {
+                // Filtered inserts: an old replica must not overwrite a tombstone, and an
+                // appliance may only store records about itself.
+                let Ok(parsed) = serde_json::from_slice::<LocationRecord>(&record.value) else {
+                    tracing::warn!(peer_id = %source, "malformed kad record");
+                    return;
+                };
+                let publisher = record.publisher.map(|p| p.to_base58());
+                if let Err(why) = parsed.check(publisher.as_deref().or(Some(&source.to_base58()))) {
+                    tracing::warn!(peer_id = %source, why, "kad record refused");
+                    return;
+                }
+                if record.key != record_key(&parsed.aor, &parsed.peer) {
+                    tracing::warn!(peer_id = %source, "kad record under the wrong key");
+                    return;
+                }
+                if self.merge(parsed).await {
+                    let _ = self.swarm.behaviour_mut().kad.store_mut().put(record);
+                }
+            }
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(provider),
+                    },
+            } => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .add_provider(provider);
+            }
+            kad::Event::OutboundQueryProgressed { id, result, .. } => match result {
+                kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                    providers,
+                    ..
+                })) => {
+                    if let Some(aor) = self.kad_lookups.get(&id).cloned() {
+                        for p in providers {
+                            let q = self
+                                .swarm
+                                .behaviour_mut()
+                                .kad
+                                .get_record(record_key(&aor, &p.to_base58()));
+                            self.kad_lookups.insert(q, aor.clone());
+                        }
+                    }
+                }
+                kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
+                    if let Ok(parsed) =
+                        serde_json::from_slice::<LocationRecord>(&found.record.value)
+                    {
+                        let publisher = found.record.publisher.map(|p| p.to_base58());
+                        if parsed.check(publisher.as_deref()).is_ok() {
+                            self.merge(parsed).await;
+                        }
+                    }
+                }
+                kad::QueryResult::GetProviders(Err(_)) | kad::QueryResult::GetRecord(Err(_)) => {
+                    self.kad_lookups.remove(&id);
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn digest(&self) -> Vec<(String, String, u64)> {
+        let mut d = self.table.digest();
+        d.extend(
+            self.own
+                .values()
+                .map(|(r, _)| (r.aor.clone(), r.peer.clone(), r.seq)),
+        );
+        d
+    }
+
+    /// Our own records as of now (lifetimes re-aged).
+    fn own_records(&self, now: Instant) -> Vec<LocationRecord> {
+        self.own
+            .values()
+            .filter(|(_, until)| *until > now)
+            .map(|(r, until)| {
+                let mut r = r.clone();
+                if !r.is_tombstone() {
+                    r.ttl_secs = until.saturating_duration_since(now).as_secs() as u32;
+                }
+                r
+            })
+            .collect()
+    }
+}
+
+/// One kad key per (AOR, appliance), so two appliances serving one AOR never collide.
+fn record_key(aor: &str, peer: &str) -> kad::RecordKey {
+    kad::RecordKey::new(&format!("/fieldmesh/loc/{aor}/{peer}"))
+}
+
+/// The provider key per AOR: who serves it, to look up a record key we do not know yet.
+fn provider_key(aor: &str) -> kad::RecordKey {
+    kad::RecordKey::new(&format!("/fieldmesh/aor/{aor}"))
+}

@@ -1,0 +1,174 @@
+//! Overlay tests: several swarms in one process on the memory transport, real time, bounded
+//! (rust-libp2p's `protocols/gossipsub/tests/smoke.rs` shape). No mDNS here: nodes dial.
+
+use fieldmesh_mesh::{Mesh, MeshConfig, MeshEvent, Multiaddr, PhoneRef, identity};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+static NEXT_PORT: AtomicU64 = AtomicU64::new(40_000);
+
+struct Appliance {
+    mesh: Mesh,
+    events: mpsc::Receiver<MeshEvent>,
+    addr: Multiaddr,
+}
+
+fn start(n: u8) -> Appliance {
+    let port =
+        NEXT_PORT.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id() % 1000) * 100;
+    let (tx, events) = mpsc::channel(1024);
+    let config = MeshConfig {
+        keypair: identity::Keypair::generate_ed25519(),
+        node_name: format!("node{n}"),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        sip: SocketAddr::from(([10, 99, 0, n], 5060)),
+        mdns: None,
+        ping_interval: Duration::from_millis(500),
+        ping_timeout: Duration::from_secs(2),
+        epoch: 1,
+        memory: Some(port),
+    };
+    let mesh = Mesh::spawn(config, tx).expect("overlay starts");
+    let addr: Multiaddr = format!("/memory/{port}").parse().expect("memory addr");
+    Appliance { mesh, events, addr }
+}
+
+fn phone(call_id: &str, cseq: u32) -> PhoneRef {
+    PhoneRef {
+        call_id: call_id.into(),
+        cseq,
+        instance: None,
+        age_secs: 0,
+    }
+}
+
+/// Waits (bounded) for a Routes event about `aor` that satisfies `want`.
+async fn routes_for(
+    a: &mut Appliance,
+    aor: &str,
+    want: impl Fn(&[fieldmesh_mesh::Route]) -> bool,
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, a.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no routes for {aor} within 10 s"))
+            .expect("node alive");
+        if let MeshEvent::Routes {
+            aor: got, routes, ..
+        } = event
+            && got == aor
+            && want(&routes)
+        {
+            return routes.into_iter().map(|r| r.node).collect();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_crosses_a_line_of_three_and_its_tombstone_follows() {
+    let mut a = start(1);
+    let b = start(2);
+    let mut c = start(3);
+    b.mesh.dial(a.addr.clone()).await;
+    c.mesh.dial(b.addr.clone()).await;
+    // Let the gossip mesh form before publishing (early publishes are queued anyway).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.mesh.announce("201".into(), vec![phone("call-1", 1)], 300);
+    assert_eq!(
+        routes_for(&mut c, "201", |r| !r.is_empty()).await,
+        vec!["node1".to_string()]
+    );
+    a.mesh.announce("201".into(), vec![], 0);
+    assert!(routes_for(&mut c, "201", |r| r.is_empty()).await.is_empty());
+    let status = c.mesh.status().await.expect("status");
+    assert!(
+        status
+            .records
+            .iter()
+            .any(|(r, _)| r.aor == "201" && r.is_tombstone()),
+        "the tombstone is kept"
+    );
+    drop(a.events.try_recv());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_catches_up_by_anti_entropy_and_lookup() {
+    let a = start(11);
+    let b = start(12);
+    b.mesh.dial(a.addr.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.mesh.announce("301".into(), vec![phone("c301", 1)], 300);
+    a.mesh.announce("302".into(), vec![phone("c302", 1)], 300);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // D joins after the announcements, connected only to B: gossip will not replay them.
+    let mut d = start(14);
+    d.mesh.dial(b.addr.clone()).await;
+    assert_eq!(
+        routes_for(&mut d, "302", |r| !r.is_empty()).await,
+        vec!["node11".to_string()]
+    );
+    let found = d.mesh.lookup("301".into()).await;
+    assert_eq!(found.len(), 1, "lookup finds what anti-entropy brought");
+    assert!(
+        d.mesh.lookup("399".into()).await.is_empty(),
+        "an unknown AOR is found nowhere, quickly"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_expire_after_their_lifetime() {
+    let a = start(21);
+    let mut b = start(22);
+    b.mesh.dial(a.addr.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.mesh.announce("401".into(), vec![phone("c401", 1)], 1);
+    routes_for(&mut b, "401", |r| !r.is_empty()).await;
+    routes_for(&mut b, "401", |r| r.is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roaming_phone_moves_and_its_old_appliance_is_told() {
+    let mut a = start(31);
+    let mut c = start(33);
+    c.mesh.dial(a.addr.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.mesh.announce("501".into(), vec![phone("roam", 1)], 300);
+    routes_for(&mut c, "501", |r| !r.is_empty()).await;
+    c.mesh.announce("501".into(), vec![phone("roam", 2)], 300);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, a.events.recv())
+            .await
+            .expect("moved in time")
+            .expect("alive");
+        if let MeshEvent::Moved { aor, phones } = event {
+            assert_eq!(aor, "501");
+            assert_eq!(phones, vec![phone("roam", 1)]);
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appliance_that_stops_has_its_routes_withdrawn_but_stays_known() {
+    let a = start(41);
+    let mut b = start(42);
+    b.mesh.dial(a.addr.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.mesh.announce("601".into(), vec![phone("c601", 1)], 300);
+    routes_for(&mut b, "601", |r| !r.is_empty()).await;
+    a.mesh.shutdown().await;
+    routes_for(&mut b, "601", |r| r.is_empty()).await;
+    let status = b.mesh.status().await.expect("status");
+    assert!(
+        status
+            .records
+            .iter()
+            .any(|(r, suspended)| r.aor == "601" && *suspended),
+        "kept, suspended"
+    );
+    assert!(status.peers.iter().all(|p| !p.connected));
+}
