@@ -29,6 +29,12 @@ pub(crate) struct ConfigFile {
     pub(crate) max_message_bytes: usize,
     pub(crate) api_listen: SocketAddr,
     pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) mesh_enabled: bool,
+    pub(crate) mesh_interface: String,
+    pub(crate) mesh_listen: SocketAddr,
+    pub(crate) ping_interval: Duration,
+    pub(crate) ping_timeout: Duration,
+    pub(crate) peer_timeout: Duration,
 }
 
 /// Overrides from the command line.
@@ -38,6 +44,9 @@ pub(crate) struct Flags {
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) sip_listen: Vec<String>,
     pub(crate) api_listen: Option<String>,
+    pub(crate) mesh_interface: Option<String>,
+    pub(crate) mesh_listen: Option<String>,
+    pub(crate) no_mesh: bool,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -80,6 +89,15 @@ impl ConfigFile {
         if let Some(dir) = &flags.state_dir {
             config.state_dir = Some(dir.clone());
         }
+        if let Some(name) = &flags.mesh_interface {
+            config.mesh_interface = name.clone();
+        }
+        if let Some(listen) = &flags.mesh_listen {
+            config.mesh_listen = socket_addr("mesh.listen", listen)?;
+        }
+        if flags.no_mesh {
+            config.mesh_enabled = false;
+        }
         config.check()?;
         Ok(config)
     }
@@ -98,6 +116,12 @@ impl ConfigFile {
             max_message_bytes: 0,
             api_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             state_dir: None,
+            mesh_enabled: true,
+            mesh_interface: String::new(),
+            mesh_listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
+            ping_interval: Duration::ZERO,
+            ping_timeout: Duration::ZERO,
+            peer_timeout: Duration::ZERO,
         };
         c.apply(table, origin)?;
         Ok(c)
@@ -143,6 +167,22 @@ impl ConfigFile {
                 self.max_message_bytes = integer(name, v, 1024, 1 << 20)? as usize
             }
             "api.listen" => self.api_listen = socket_addr(name, &string(name, v)?)?,
+            "mesh.enabled" => {
+                self.mesh_enabled = v.as_bool().ok_or_else(|| {
+                    ConfigError(format!("{name}: expected true or false, got {v}"))
+                })?
+            }
+            "mesh.interface" => self.mesh_interface = string(name, v)?,
+            "mesh.listen" => self.mesh_listen = socket_addr(name, &string(name, v)?)?,
+            "mesh.ping_interval_ms" => {
+                self.ping_interval = Duration::from_millis(integer(name, v, 100, 60_000)?)
+            }
+            "mesh.ping_timeout_ms" => {
+                self.ping_timeout = Duration::from_millis(integer(name, v, 100, 60_000)?)
+            }
+            "mesh.peer_timeout_ms" => {
+                self.peer_timeout = Duration::from_millis(integer(name, v, 100, 30_000)?)
+            }
             "state.dir" => {
                 let dir = string(name, v)?;
                 self.state_dir = (!dir.is_empty()).then(|| PathBuf::from(dir));

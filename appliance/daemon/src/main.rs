@@ -1,7 +1,9 @@
 //! The `fieldmesh` binary: `fieldmesh run` starts the appliance.
 
+mod cli;
 mod config;
 mod driver;
+mod overlay;
 mod run;
 mod storage;
 mod telemetry;
@@ -38,9 +40,32 @@ enum Command {
         /// Status API listen address. Replaces api.listen.
         #[arg(long, value_name = "ADDR:PORT")]
         api_listen: Option<String>,
+        /// Mesh-side interface for discovery and the overlay. Replaces mesh.interface.
+        #[arg(long, value_name = "IFNAME")]
+        mesh_interface: Option<String>,
+        /// Overlay TCP listen address. Replaces mesh.listen.
+        #[arg(long, value_name = "ADDR:PORT")]
+        mesh_listen: Option<String>,
+        /// Serve this appliance's phones alone, without joining an overlay.
+        #[arg(long)]
+        no_mesh: bool,
     },
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Read the operator's settings file leniently and write the derived hostapd, dnsmasq,
+    /// mesh and daemon configurations (the image runs this once at boot).
+    Setup {
+        /// The operator's settings; a bad value is reported and falls back to its default.
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "/boot/firmware/fieldmesh.toml"
+        )]
+        settings: PathBuf,
+        /// Output directory; default $RUNTIME_DIRECTORY, else /run/fieldmesh.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,17 +75,24 @@ fn main() -> ExitCode {
             print!("{}", config::DEFAULT_TOML);
             ExitCode::SUCCESS
         }
+        Command::Setup { settings, out } => cli::setup::run(&settings, out.as_deref()),
         Command::Run {
             config,
             state_dir,
             sip_listen,
             api_listen,
+            mesh_interface,
+            mesh_listen,
+            no_mesh,
         } => {
             let flags = config::Flags {
                 config,
                 state_dir,
                 sip_listen,
                 api_listen,
+                mesh_interface,
+                mesh_listen,
+                no_mesh,
             };
             let config = match config::ConfigFile::load(&flags) {
                 Ok(c) => c.resolve(),

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::driver;
+use crate::overlay;
 use crate::storage::SqlStorage;
 use crate::web;
 use std::future::Future;
@@ -16,6 +17,8 @@ pub(crate) enum StartError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Bind(#[from] driver::sip::BindError),
+    #[error(transparent)]
+    Overlay(#[from] overlay::OverlayError),
     #[error("api.listen {addr}: {source}")]
     Api {
         addr: std::net::SocketAddr,
@@ -41,7 +44,14 @@ pub(crate) async fn run(
     let crate::storage::Restored { bindings, known } = storage.restore(registrar.known_for)?;
     let sockets = driver::sip::Sockets::bind(&file.sip_listen)?;
     let listen = sockets.local_addrs();
+    let sip_port = listen.first().map_or(5060, |a| a.port());
+    let (link, mesh_side) = match overlay::start(&config, sip_port)? {
+        Some((link, side)) => (Some(link), Some(side)),
+        None => (None, None),
+    };
+    let mesh_handle = link.as_ref().map(|l| l.mesh.clone());
     let sip_config = sip::Config {
+        mesh: mesh_side,
         intervals: sip::Intervals {
             t1: file.t1,
             t2: file.t2,
@@ -68,6 +78,7 @@ pub(crate) async fn run(
     let (status_tx, status_rx) = mpsc::channel(16);
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = web::ApiState {
+        mesh: mesh_handle.clone(),
         node: config.node_name.clone(),
         started,
         sip_listen: listen.clone(),
@@ -85,6 +96,7 @@ pub(crate) async fn run(
     });
     let sip_task = tokio::spawn(driver::sip::run(
         endpoint,
+        link,
         sockets,
         file.max_message_bytes,
         status_rx,
@@ -100,6 +112,10 @@ pub(crate) async fn run(
 
     shutdown.await;
     tracing::info!("shutting down");
+    if let Some(mesh) = &mesh_handle {
+        // Close overlay connections first: neighbours withdraw our routes at once.
+        mesh.shutdown().await;
+    }
     let _ = stop_tx.send(true);
     // Bounded: a stuck task must not keep the appliance from stopping within 2 s.
     let _ = tokio::time::timeout(Duration::from_millis(1500), async {

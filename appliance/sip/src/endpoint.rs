@@ -5,7 +5,7 @@
 //! [`Endpoint::poll_output`] until it returns `None`, then sleep until
 //! [`Endpoint::poll_timeout`] and feed [`Input::Timeout`].
 
-use crate::location::{Aor, Binding, BindingRecord, Location, Target};
+use crate::location::{Aor, Binding, BindingRecord, Location, RemoteRoute, Target};
 use crate::message::{self, Message, Method, ParseError, Request, Response};
 use crate::proxy::{self, Context, Decision, Us};
 use crate::proxy::{
@@ -47,6 +47,21 @@ pub struct Config {
     pub server: String,
     /// Seed for tags and branches, so tests are reproducible.
     pub rng_seed: u64,
+    /// The mesh side, when this appliance is part of an overlay.
+    pub mesh: Option<MeshSide>,
+}
+
+/// How the endpoint reaches other appliances.
+#[derive(Clone, Debug)]
+pub struct MeshSide {
+    /// Our mesh-side SIP address: requests to other appliances leave from it and it is what
+    /// they Record-Route back to (never a phone-side address, which every appliance shares).
+    pub local: SocketAddr,
+    /// A branch to another appliance that hears nothing back in this time is given up with
+    /// `480`: a caller learns within seconds, not after Timer B's 32 s, that it is gone.
+    pub peer_timeout: Duration,
+    /// How long a request waits for the overlay to answer a lookup.
+    pub lookup_timeout: Duration,
 }
 
 impl Default for Config {
@@ -60,6 +75,7 @@ impl Default for Config {
             listen: Vec::new(),
             server: concat!("fieldmesh/", env!("CARGO_PKG_VERSION")).to_string(),
             rng_seed: 0,
+            mesh: None,
         }
     }
 }
@@ -85,6 +101,27 @@ pub enum Input {
     Oversized(Datagram),
     /// The deadline from [`Endpoint::poll_timeout`] passed.
     Timeout,
+    /// Something from the daemon: overlay news and answers.
+    Command(Command),
+}
+
+/// What the daemon tells the endpoint (answers carry the id of the event that asked).
+#[derive(Debug)]
+pub enum Command {
+    /// The overlay's routes for `aor` changed; `known` if any appliance announced it recently.
+    RemoteRoutes {
+        aor: String,
+        routes: Vec<RemoteRoute>,
+        known: bool,
+    },
+    /// These phones registered more recently at another appliance: drop their bindings here.
+    PhonesMoved {
+        aor: String,
+        call_ids: Vec<String>,
+        instances: Vec<String>,
+    },
+    /// The answer to [`Event::Lookup`] `id`.
+    LookupResult { id: u64, routes: Vec<RemoteRoute> },
 }
 
 /// What the endpoint asks for.
@@ -99,6 +136,8 @@ pub enum Output {
 pub enum Event {
     /// The bindings of `aor` changed (registered, refreshed, removed or expired).
     BindingsChanged { aor: Aor },
+    /// Where is `aor` served? Answer with [`Command::LookupResult`] carrying `id`.
+    Lookup { id: u64, aor: Aor },
 }
 
 #[derive(Debug)]
@@ -129,6 +168,8 @@ struct ClientEntry {
     target: Target,
     /// The response context and branch index this transaction serves; `None` for CANCELs.
     branch: Option<(u64, usize)>,
+    /// Whether anything came back yet (a branch to a silent appliance is given up early).
+    heard: bool,
 }
 
 impl ClientEntry {
@@ -140,11 +181,25 @@ impl ClientEntry {
     }
 }
 
+/// Where one branch of a forwarded request goes.
+enum Hop {
+    /// A phone of ours: the Request-URI becomes its contact.
+    Contact(String, Target),
+    /// Another appliance that serves the AOR.
+    Peer(RemoteRoute),
+    /// A next hop with the Request-URI unchanged (in-dialog).
+    Same(Target),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerRef {
     Server(u64, Timer),
     Client(u64, Timer),
     NoAnswer(u64),
+    /// A branch to another appliance has heard nothing (client id).
+    PeerSilent(u64),
+    /// A parked request waited long enough for the overlay (server id).
+    LookupExpired(u64),
     Sweep,
 }
 
@@ -166,6 +221,8 @@ pub struct Endpoint<S: Storage> {
     outputs: VecDeque<Output>,
     addrs: HashSet<SocketAddr>,
     next_id: u64,
+    /// Requests parked while the overlay looks their AOR up (server id → AOR).
+    lookups: HashMap<u64, Aor>,
 }
 
 impl<S: Storage> Endpoint<S> {
@@ -174,7 +231,12 @@ impl<S: Storage> Endpoint<S> {
         timers.insert((now + SWEEP_EVERY, TimerRef::Sweep));
         Endpoint {
             rng: SmallRng::seed_from_u64(config.rng_seed),
-            addrs: config.listen.iter().copied().collect(),
+            addrs: config
+                .listen
+                .iter()
+                .copied()
+                .chain(config.mesh.as_ref().map(|m| m.local))
+                .collect(),
             config,
             storage,
             location: Location::default(),
@@ -186,6 +248,7 @@ impl<S: Storage> Endpoint<S> {
             timers,
             outputs: VecDeque::new(),
             next_id: 1,
+            lookups: HashMap::new(),
         }
     }
 
@@ -249,6 +312,7 @@ impl<S: Storage> Endpoint<S> {
                 }
             }
             Input::Timeout => self.handle_timeout(now),
+            Input::Command(command) => self.handle_command(now, command),
         }
     }
 
@@ -295,7 +359,8 @@ impl<S: Storage> Endpoint<S> {
                 reason,
                 echo,
             }) => {
-                tracing::info!(remote = %d.remote, status, %reason, "malformed request");
+                // Debug, not info: a flood of garbage must not become a flood of log lines.
+                tracing::debug!(remote = %d.remote, status, %reason, "malformed request");
                 // ACK is never answered (RFC 3261 §17.2.3).
                 if let (Some(echo), false) = (echo, d.bytes.starts_with(b"ACK ")) {
                     self.transmit(
@@ -352,6 +417,7 @@ impl<S: Storage> Endpoint<S> {
         let us = Us {
             addrs: &self.addrs,
             domains: &self.config.domains,
+            mesh: self.config.mesh.is_some(),
         };
         let (routes, _) = proxy::pop_our_routes(&entry.request, &us);
         let decision = proxy::route(now, &entry.request, &routes, arrival, &us, &self.location);
@@ -366,16 +432,97 @@ impl<S: Storage> Endpoint<S> {
                 self.answer(now, id, 200, "OK", &extra, None);
             }
             Decision::Register => self.register(now, id),
-            Decision::Fork { aor, branches } => {
-                tracing::debug!(aor = %aor, branches = branches.len(), "forking");
-                let targets = branches
+            Decision::Fork {
+                aor,
+                branches,
+                peers,
+            } => {
+                tracing::debug!(aor = %aor, branches = branches.len(), peers = peers.len(), "forking");
+                let mut hops: Vec<Hop> = branches
                     .into_iter()
-                    .map(|(contact, t)| (Some(contact), t))
+                    .map(|(contact, t)| Hop::Contact(contact, t))
                     .collect();
-                self.forward(now, id, targets);
+                hops.extend(peers.into_iter().map(Hop::Peer));
+                self.forward(now, id, hops);
             }
-            Decision::Relay { target } => self.forward(now, id, vec![(None, target)]),
+            Decision::Lookup { aor } => {
+                let wait = self
+                    .config
+                    .mesh
+                    .as_ref()
+                    .map_or(Duration::ZERO, |m| m.lookup_timeout);
+                tracing::debug!(aor = %aor, "asking the overlay");
+                self.timers
+                    .insert((now + wait, TimerRef::LookupExpired(id)));
+                self.lookups.insert(id, aor.clone());
+                self.outputs
+                    .push_back(Output::Event(Event::Lookup { id, aor }));
+            }
+            Decision::Relay { target } => self.forward(now, id, vec![Hop::Same(target)]),
         }
+    }
+
+    fn handle_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::RemoteRoutes { aor, routes, known } => {
+                let aor = Aor(aor);
+                if known {
+                    self.location
+                        .remember(aor.clone(), now + self.config.registrar.known_for);
+                }
+                self.location.set_remote(aor, routes);
+            }
+            Command::PhonesMoved {
+                aor,
+                call_ids,
+                instances,
+            } => self.drop_moved(now, Aor(aor), &call_ids, &instances),
+            Command::LookupResult { id, routes } => {
+                let Some(aor) = self.lookups.remove(&id) else {
+                    return;
+                };
+                if !self.servers.contains_key(&id) {
+                    return;
+                }
+                if routes.is_empty() {
+                    let reject = if self.location.is_known(now, &aor) {
+                        Reject::Unavailable
+                    } else {
+                        Reject::NotFound
+                    };
+                    return self.reject(now, id, &reject);
+                }
+                self.forward(now, id, routes.into_iter().map(Hop::Peer).collect());
+            }
+        }
+    }
+
+    /// A phone of ours registered more recently at another appliance (it roamed): its binding
+    /// here goes, so nothing is forked to where it no longer is.
+    fn drop_moved(&mut self, now: Instant, aor: Aor, call_ids: &[String], instances: &[String]) {
+        let old: Vec<Binding> = self
+            .location
+            .lookup(now, &aor)
+            .into_iter()
+            .cloned()
+            .collect();
+        let (gone, kept): (Vec<Binding>, Vec<Binding>) = old.into_iter().partition(|b| {
+            call_ids.contains(&b.call_id)
+                || b.instance.as_ref().is_some_and(|i| instances.contains(i))
+        });
+        if gone.is_empty() {
+            return;
+        }
+        let removed: Vec<String> = gone.iter().map(|b| b.contact.clone()).collect();
+        let saved: Vec<BindingRecord> = kept.iter().map(|b| b.record(now)).collect();
+        if let Err(e) = self.storage.save_registration(&aor.0, &removed, &saved) {
+            tracing::warn!(aor = %aor, error = %e, "moved binding not removed from disk");
+        }
+        tracing::info!(aor = %aor, count = removed.len(), "binding moved to another appliance");
+        self.location
+            .set(&aor, kept, now + self.config.registrar.known_for);
+        self.outputs
+            .push_back(Output::Event(Event::BindingsChanged { aor }));
     }
 
     fn register(&mut self, now: Instant, id: u64) {
@@ -406,12 +553,37 @@ impl<S: Storage> Endpoint<S> {
         }
     }
 
-    /// Forwards the request of server transaction `id` to each target (§16.6), statefully.
-    /// A target with a contact rewrites the Request-URI to it.
-    fn forward(&mut self, now: Instant, id: u64, targets: Vec<(Option<String>, Target)>) {
+    /// Forwards the request of server transaction `id` to each hop (§16.6), statefully.
+    fn forward(&mut self, now: Instant, id: u64, hops: Vec<Hop>) {
         let request = self.servers[&id].request.clone();
         let invite = request.method.is(Method::INVITE);
-        if targets.iter().any(|(_, t)| self.is_our_addr(t.remote)) {
+        let user = request.uri_user().unwrap_or("").to_string();
+        let mesh = self.config.mesh.clone();
+        // Resolve every hop to (Request-URI, target, is it another appliance).
+        let mut resolved = Vec::new();
+        for hop in hops {
+            match hop {
+                Hop::Contact(contact, target) => {
+                    if let Some(uri) = message::parse_all::<ezk_sip_types::uri::SipUri>(&contact) {
+                        resolved.push((Some(uri), target, false));
+                    }
+                }
+                Hop::Peer(peer) => {
+                    let (Some(mesh), Some(uri)) = (&mesh, proxy::peer_uri(&user, peer.sip)) else {
+                        continue;
+                    };
+                    let target = Target {
+                        transport: Transport::Udp,
+                        local: mesh.local,
+                        remote: peer.sip,
+                    };
+                    tracing::debug!(peer_id = %peer.peer, node = %peer.node, "branch to another appliance");
+                    resolved.push((Some(uri), target, true));
+                }
+                Hop::Same(target) => resolved.push((None, target, false)),
+            }
+        }
+        if resolved.iter().any(|(_, t, _)| self.is_our_addr(t.remote)) {
             return self.reject(now, id, &Reject::LoopDetected);
         }
         let no_answer_at = invite.then(|| now + self.config.no_answer);
@@ -420,20 +592,24 @@ impl<S: Storage> Endpoint<S> {
         let us = Us {
             addrs: &self.addrs,
             domains: &self.config.domains,
+            mesh: mesh.is_some(),
         };
         let (routes, _) = proxy::pop_our_routes(&request, &us);
+        let received_hash = proxy::loop_hash(&request);
         let mut started = Vec::new();
-        for (index, (contact, target)) in targets.into_iter().enumerate() {
+        for (uri, target, to_peer) in resolved {
             let mut out = request.clone();
-            if let Some(contact) = contact {
-                match message::parse_all::<ezk_sip_types::uri::SipUri>(&contact) {
-                    Some(uri) => out.uri = uri,
-                    None => continue,
-                }
+            if let Some(uri) = uri {
+                out.uri = uri;
             }
             let random = self.rng.next_u64();
-            prepare_forward(&mut out, arrival, target, &routes, random);
+            prepare_forward(&mut out, arrival, target, &routes, received_hash, random);
+            let index = context.branches.len();
             let (client, first) = self.new_client(now, out, target, Some((id, index)));
+            if let (true, Some(mesh)) = (to_peer, &mesh) {
+                self.timers
+                    .insert((now + mesh.peer_timeout, TimerRef::PeerSilent(client)));
+            }
             context.branches.push(proxy::Branch {
                 client,
                 provisional: false,
@@ -471,13 +647,15 @@ impl<S: Storage> Endpoint<S> {
         let us = Us {
             addrs: &self.addrs,
             domains: &self.config.domains,
+            mesh: self.config.mesh.is_some(),
         };
         let (routes, _) = proxy::pop_our_routes(&request, &us);
         match proxy::route(now, &request, &routes, arrival, &us, &self.location) {
             Decision::Relay { target } if !self.is_our_addr(target.remote) => {
+                let hash = proxy::loop_hash(&request);
                 let mut out = request;
                 let branch_seed = stable_hash(request_branch(&out));
-                prepare_forward(&mut out, arrival, target, &routes, branch_seed);
+                prepare_forward(&mut out, arrival, target, &routes, hash, branch_seed);
                 self.transmit(target, out.encode());
             }
             Decision::Fork { branches, .. } => {
@@ -492,6 +670,7 @@ impl<S: Storage> Endpoint<S> {
                         arrival,
                         target,
                         &routes,
+                        proxy::loop_hash(&request),
                         stable_hash(request_branch(&request)),
                     );
                     self.transmit(target, out.encode());
@@ -524,6 +703,10 @@ impl<S: Storage> Endpoint<S> {
         // §16.10: answer the CANCEL itself, then cancel every pending branch; the 487 comes
         // back from the branches (or from us, for branches that never rang).
         self.answer(now, cancel_id, 200, "OK", &[], None);
+        if self.lookups.remove(&invite_id).is_some() {
+            // Still waiting for the overlay: there is no branch to cancel.
+            return self.answer(now, invite_id, 487, "Request Terminated", &[], None);
+        }
         let Some(context) = self.contexts.get_mut(&invite_id) else {
             return;
         };
@@ -579,6 +762,7 @@ impl<S: Storage> Endpoint<S> {
             .clients
             .get_mut(&id)
             .expect("keys and entries move together");
+        entry.heard = true;
         let step = match &mut entry.machine {
             ClientMachine::Invite(m) => m.handle_response(now, response, intervals),
             ClientMachine::Plain(m) => m.handle_response(now, response),
@@ -650,12 +834,52 @@ impl<S: Storage> Endpoint<S> {
                     self.apply_client_step(now, id, step);
                 }
                 TimerRef::NoAnswer(id) => self.handle_no_answer(now, id),
+                TimerRef::PeerSilent(client) => self.handle_peer_silent(now, client),
+                TimerRef::LookupExpired(id) => {
+                    if let Some(aor) = self.lookups.remove(&id) {
+                        tracing::info!(aor = %aor, "overlay lookup found nothing in time");
+                        let reject = if self.location.is_known(now, &aor) {
+                            Reject::Unavailable
+                        } else {
+                            Reject::NotFound
+                        };
+                        self.reject(now, id, &reject);
+                    }
+                }
                 TimerRef::Sweep => {
                     self.sweep(now);
                     self.timers.insert((now + SWEEP_EVERY, TimerRef::Sweep));
                 }
             }
         }
+    }
+
+    /// A branch to another appliance heard nothing: that appliance is gone or cut off. Give
+    /// the branch up as `480` so the caller is answered within seconds.
+    fn handle_peer_silent(&mut self, now: Instant, client: u64) {
+        let Some(entry) = self.clients.get(&client) else {
+            return;
+        };
+        if entry.heard {
+            return;
+        }
+        let Some((context_id, index)) = entry.branch else {
+            return;
+        };
+        tracing::info!(remote = %entry.target.remote, "another appliance did not answer");
+        let response = self.synthetic_response(context_id, index, 480, "Temporarily Unavailable");
+        let entry = self.clients.remove(&client).expect("checked above");
+        self.client_keys.remove(&entry.key);
+        if let Some(response) = response {
+            let step = self
+                .contexts
+                .get_mut(&context_id)
+                .map(|c| c.handle_response(index, response));
+            if let Some(step) = step {
+                self.apply_context_step(now, context_id, step);
+            }
+        }
+        self.drop_context_if_done(context_id);
     }
 
     /// Nobody answered within the no-answer time: CANCEL the branches, `480` upstream.
@@ -768,6 +992,7 @@ impl<S: Storage> Endpoint<S> {
                 key,
                 target,
                 branch,
+                heard: false,
             },
         );
         (id, first)

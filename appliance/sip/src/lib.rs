@@ -20,8 +20,8 @@ pub mod response;
 pub mod storage;
 pub mod transaction;
 
-pub use endpoint::{Config, Datagram, Endpoint, Event, Input, Output};
-pub use location::{Aor, Binding, BindingRecord, Target};
+pub use endpoint::{Command, Config, Datagram, Endpoint, Event, Input, MeshSide, Output};
+pub use location::{Aor, Binding, BindingRecord, RemoteRoute, Target};
 pub use registrar::RegistrarConfig;
 pub use storage::{MemoryStorage, Storage, StorageError};
 pub use transaction::Intervals;

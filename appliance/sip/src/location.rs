@@ -47,6 +47,8 @@ pub struct Binding {
     pub target: Target,
     /// Where the REGISTER came from.
     pub source: SocketAddr,
+    /// When the phone last registered (our clock; after a restart, the restart).
+    pub registered_at: Instant,
 }
 
 impl Binding {
@@ -108,15 +110,30 @@ impl BindingRecord {
                 remote: self.remote,
             },
             source: self.source,
+            registered_at: now,
         }
     }
 }
 
+/// Another appliance that serves an AOR, as the overlay reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteRoute {
+    /// Its overlay identity.
+    pub peer: String,
+    /// Its name, for logs.
+    pub node: String,
+    /// Its mesh-side SIP address.
+    pub sip: SocketAddr,
+}
+
 /// Bindings by AOR, and how long each extension stays "known" after its last registration.
+/// `remote` holds what the overlay says other appliances serve (the mesh issue's seam: the
+/// same table, fed by a command instead of a REGISTER).
 #[derive(Debug, Default)]
 pub struct Location {
     bindings: BTreeMap<Aor, Vec<Binding>>,
     known_until: HashMap<Aor, Instant>,
+    remote: HashMap<Aor, Vec<RemoteRoute>>,
 }
 
 impl Location {
@@ -146,6 +163,20 @@ impl Location {
             self.bindings.remove(aor);
         } else {
             self.bindings.insert(aor.clone(), bindings);
+        }
+    }
+
+    /// Other appliances serving `aor` now.
+    pub fn remote(&self, aor: &Aor) -> &[RemoteRoute] {
+        self.remote.get(aor).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Replaces what the overlay says about `aor`.
+    pub fn set_remote(&mut self, aor: Aor, routes: Vec<RemoteRoute>) {
+        if routes.is_empty() {
+            self.remote.remove(&aor);
+        } else {
+            self.remote.insert(aor, routes);
         }
     }
 

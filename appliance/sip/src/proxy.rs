@@ -9,7 +9,7 @@
 //! pending, the best final response so far, and when to CANCEL.
 
 use crate::Transport;
-use crate::location::{Aor, Location, Target};
+use crate::location::{Aor, Location, RemoteRoute, Target};
 use crate::message::{MAGIC_COOKIE, Method, Request, Response, host_addr, uri_user};
 use crate::reject::Reject;
 use ezk_sip_types::Name;
@@ -18,6 +18,9 @@ use ezk_sip_types::host::{Host, HostPort};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// Request-URI parameter on requests relayed from one appliance to another.
+pub const PEER_PARAM: &str = "fm";
 
 /// Our branch prefix: RFC 3261's magic cookie, then `fm`, then the loop hash (§16.6 step 8).
 pub(crate) const BRANCH_PREFIX: &str = "z9hG4bKfm";
@@ -31,11 +34,15 @@ pub enum Decision {
     Register,
     /// OPTIONS for the appliance: `200` with what we allow.
     Options,
-    /// Fork to every binding of the AOR, rewriting the Request-URI to each contact.
+    /// Fork to every binding of the AOR (rewriting the Request-URI to each contact) and to
+    /// every other appliance that serves it.
     Fork {
         aor: Aor,
         branches: Vec<(String, Target)>,
+        peers: Vec<RemoteRoute>,
     },
+    /// Nobody here or in our table serves the AOR: ask the overlay before answering.
+    Lookup { aor: Aor },
     /// Forward to one next hop with the Request-URI unchanged (pre-routed and in-dialog).
     Relay { target: Target },
 }
@@ -46,6 +53,8 @@ pub struct Us<'a> {
     pub addrs: &'a HashSet<SocketAddr>,
     /// Names that mean "this appliance" (configured domains).
     pub domains: &'a [String],
+    /// Whether an overlay of other appliances exists to ask.
+    pub mesh: bool,
 }
 
 impl Us<'_> {
@@ -138,14 +147,29 @@ pub fn route(
     };
 
     // The location service: an AOR is the extension alone, whatever the host.
+    // A request another appliance relayed to us is for our own phones only, so a stale record
+    // can never bounce it back into the mesh.
+    let from_peer = request.uri.uri_params.get(PEER_PARAM).is_some();
     let aor = Aor(user.to_string());
     let bindings = location.lookup(now, &aor);
-    if !bindings.is_empty() {
+    let peers: Vec<RemoteRoute> = if from_peer || !us.mesh {
+        Vec::new()
+    } else {
+        location.remote(&aor).to_vec()
+    };
+    if !bindings.is_empty() || !peers.is_empty() {
         let branches = bindings
             .iter()
             .map(|b| (b.contact.clone(), b.target))
             .collect();
-        return Decision::Fork { aor, branches };
+        return Decision::Fork {
+            aor,
+            branches,
+            peers,
+        };
+    }
+    if us.mesh && !from_peer && !location.is_known(now, &aor) {
+        return Decision::Lookup { aor };
     }
     if location.is_known(now, &aor) {
         Decision::Reject(Reject::Unavailable)
@@ -218,9 +242,12 @@ pub(crate) fn loop_hash(request: &Request) -> u64 {
 }
 
 /// A fresh branch for a request we forward: magic cookie, our prefix, loop hash, randomness.
-pub(crate) fn branch(request: &Request, random: u64) -> String {
+/// `hash` is [`loop_hash`] of the request as we received it, before any rewriting: the next
+/// hop compares it with the request as it reaches it, and only a request that came back
+/// unchanged matches (§16.6 step 8).
+pub(crate) fn branch(hash: u64, random: u64) -> String {
     debug_assert!(BRANCH_PREFIX.starts_with(MAGIC_COOKIE));
-    format!("{BRANCH_PREFIX}{:016x}.{random:016x}", loop_hash(request))
+    format!("{BRANCH_PREFIX}{hash:016x}.{random:016x}")
 }
 
 fn option_tags(request: &Request, name: &Name) -> Vec<String> {
@@ -241,15 +268,17 @@ fn unsupported_require(request: &Request) -> Option<Reject> {
 
 /// §16.6 steps 3-8 on a copy of the request going to `target`: Max-Forwards, Route clean-up,
 /// Record-Route (twice when the two sides differ, RFC 5658) and our Via with a fresh branch.
-/// `routes` are the Route values left after ours were popped; `random` makes the branch unique.
+/// `routes` are the Route values left after ours were popped; `loop_hash` is of the request as
+/// received; `random` makes the branch unique.
 pub(crate) fn prepare_forward(
     out: &mut Request,
     arrival: Target,
     target: Target,
     routes: &[Routing],
+    loop_hash: u64,
     random: u64,
 ) {
-    let branch = branch(out, random);
+    let branch = branch(loop_hash, random);
     let record_route =
         out.common.to.tag.is_none() && DIALOG_CREATING.contains(&out.method.as_str());
     let mf = out.max_forwards().map_or(70, |m| m.saturating_sub(1));
@@ -288,6 +317,12 @@ pub(crate) fn prepare_forward(
     ) {
         out.common.vias.insert(0, v);
     }
+}
+
+/// The Request-URI for a request relayed to another appliance: the extension at that
+/// appliance's mesh address, marked so it is delivered to local phones only.
+pub(crate) fn peer_uri(user: &str, sip: SocketAddr) -> Option<ezk_sip_types::uri::SipUri> {
+    crate::message::parse_all(&format!("sip:{user}@{sip};{PEER_PARAM}=peer"))
 }
 
 /// Methods whose requests can create a dialog, so we Record-Route them (RFC 3261 §12, 6665, 3515).

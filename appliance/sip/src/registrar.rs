@@ -109,6 +109,7 @@ pub fn register(
                     instance,
                     target: target_for(&contact.uri.uri, target),
                     source: target.remote,
+                    registered_at: now,
                 };
                 // A REGISTER older than the one that made a binding does not touch it.
                 if next

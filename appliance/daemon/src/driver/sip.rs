@@ -132,6 +132,7 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Runs the driver until `shutdown` turns true.
 pub(crate) async fn run(
     mut endpoint: Endpoint<SqlStorage>,
+    mut overlay: Option<crate::overlay::Link>,
     sockets: Sockets,
     max_message_bytes: usize,
     mut status: mpsc::Receiver<StatusRequest>,
@@ -158,6 +159,11 @@ pub(crate) async fn run(
         max_message_bytes,
     };
 
+    // Lookup answers come back from their own tasks; bounded like every channel.
+    let (lookups_tx, mut lookups) = mpsc::channel::<(u64, Vec<sip::RemoteRoute>)>(64);
+    if let Some(link) = &overlay {
+        crate::overlay::announce_all(&link.mesh, &endpoint, Instant::now());
+    }
     loop {
         let deadline = endpoint.poll_timeout();
         let sleep = async {
@@ -182,6 +188,15 @@ pub(crate) async fn run(
                 }
             }
             () = sleep => endpoint.handle_input(Instant::now(), Input::Timeout),
+            Some(event) = async {
+                match overlay.as_mut() {
+                    Some(link) => link.events.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => endpoint.handle_input(Instant::now(), Input::Command(crate::overlay::command(event))),
+            Some((id, routes)) = lookups.recv() => {
+                endpoint.handle_input(Instant::now(), Input::Command(sip::Command::LookupResult { id, routes }));
+            }
             Some(request) = status.recv() => {
                 let _ = request.reply.send(views(&endpoint));
             }
@@ -191,8 +206,28 @@ pub(crate) async fn run(
             match output {
                 Output::Transmit(d) => io.send(d),
                 Output::Event(sip::Event::BindingsChanged { aor }) => {
-                    tracing::debug!(%aor, "bindings changed")
+                    tracing::debug!(%aor, "bindings changed");
+                    if let Some(link) = &overlay {
+                        crate::overlay::announce(&link.mesh, &endpoint, &aor, Instant::now());
+                    }
                 }
+                Output::Event(sip::Event::Lookup { id, aor }) => match &overlay {
+                    Some(link) => {
+                        let mesh = link.mesh.clone();
+                        let tx = lookups_tx.clone();
+                        tokio::spawn(async move {
+                            let routes = crate::overlay::remote(mesh.lookup(aor.0).await);
+                            let _ = tx.send((id, routes)).await;
+                        });
+                    }
+                    None => endpoint.handle_input(
+                        Instant::now(),
+                        Input::Command(sip::Command::LookupResult {
+                            id,
+                            routes: Vec::new(),
+                        }),
+                    ),
+                },
             }
         }
     }

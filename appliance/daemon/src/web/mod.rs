@@ -13,6 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 /// What the API handlers share.
 #[derive(Clone)]
 pub(crate) struct ApiState {
+    /// The overlay, when this appliance is part of one.
+    pub(crate) mesh: Option<mesh::Mesh>,
     pub(crate) node: String,
     pub(crate) started: Instant,
     pub(crate) sip_listen: Vec<SocketAddr>,
@@ -26,6 +28,25 @@ struct Status {
     uptime_s: u64,
     sip_listen: Vec<String>,
     bindings: Vec<BindingView>,
+    /// Our overlay identity (absent without a mesh).
+    peer_id: Option<String>,
+    /// Neighbour appliances, compatible or not.
+    peers: Vec<mesh::PeerInfo>,
+    /// What other appliances serve, as learnt from the overlay.
+    location: Vec<LocationView>,
+}
+
+/// One overlay record as the status API shows it; `phones: 0` is a tombstone.
+#[derive(serde::Serialize)]
+struct LocationView {
+    aor: String,
+    peer_id: String,
+    node: String,
+    sip: String,
+    expires_in: u32,
+    seq: u64,
+    phones: usize,
+    reachable: bool,
 }
 
 pub(crate) fn router(state: ApiState) -> axum::Router {
@@ -47,7 +68,38 @@ async fn status(State(state): State<ApiState>) -> impl IntoResponse {
     ) else {
         return (StatusCode::SERVICE_UNAVAILABLE, "SIP core not answering").into_response();
     };
+    let overlay = match &state.mesh {
+        Some(mesh) => mesh.status().await,
+        None => None,
+    };
+    let (peer_id, peers, location) = match overlay {
+        Some(o) => (
+            Some(o.peer_id),
+            o.peers,
+            o.records
+                .into_iter()
+                .map(|(r, suspended)| LocationView {
+                    aor: r.aor,
+                    peer_id: r.peer,
+                    node: r.node,
+                    sip: r.sip.to_string(),
+                    expires_in: r.ttl_secs,
+                    seq: r.seq,
+                    phones: r.phones.len(),
+                    reachable: !suspended,
+                })
+                .collect(),
+        ),
+        None => (
+            state.mesh.as_ref().map(|m| m.peer_id().to_base58()),
+            Vec::new(),
+            Vec::new(),
+        ),
+    };
     Json(Status {
+        peer_id,
+        peers,
+        location,
         version: env!("CARGO_PKG_VERSION"),
         node: state.node.clone(),
         uptime_s: state.started.elapsed().as_secs(),

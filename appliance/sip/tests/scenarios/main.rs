@@ -5,6 +5,7 @@ mod bad_input;
 mod call;
 mod cancel;
 mod fork;
+mod mesh;
 mod register;
 mod rfc4475;
 mod support;

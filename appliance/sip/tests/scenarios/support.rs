@@ -75,6 +75,8 @@ pub(crate) struct Net {
     rng: SmallRng,
     /// Phones' deferred answers: (when, phone, bytes to the proxy).
     timers: Vec<(Instant, SocketAddr, Bytes)>,
+    /// Every event the endpoint emitted, in order.
+    pub(crate) events: Vec<fieldmesh_sip::Event>,
 }
 
 impl Net {
@@ -100,6 +102,7 @@ impl Net {
             seq: 0,
             rng: SmallRng::seed_from_u64(seed),
             timers: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -117,6 +120,13 @@ impl Net {
             },
         );
         addr
+    }
+
+    /// Feeds a command from "the daemon" and lets the network run until quiet.
+    pub(crate) fn command(&mut self, command: fieldmesh_sip::Command) {
+        self.endpoint
+            .handle_input(self.now, Input::Command(command));
+        self.drain();
     }
 
     pub(crate) fn phone_ref(&self, addr: SocketAddr) -> &Phone {
@@ -243,8 +253,9 @@ impl Net {
 
     fn drain(&mut self) {
         while let Some(out) = self.endpoint.poll_output() {
-            if let Output::Transmit(d) = out {
-                self.enqueue(d);
+            match out {
+                Output::Transmit(d) => self.enqueue(d),
+                Output::Event(e) => self.events.push(e),
             }
         }
     }

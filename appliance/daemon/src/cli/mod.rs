@@ -1,0 +1,3 @@
+//! Subcommands other than `run`.
+
+pub(crate) mod setup;

@@ -1,0 +1,163 @@
+//! Glue between the SIP core and the overlay (`sip` ↔ `mesh`): the one place that knows both.
+//! Local bindings become location records; the overlay's routes, roaming news and lookup
+//! answers become commands for the SIP endpoint.
+
+use crate::config::Config;
+use crate::storage::SqlStorage;
+use mesh::{Mesh, MeshConfig, MeshEvent, PhoneRef};
+use sip::{Aor, Command, Endpoint, MeshSide, RemoteRoute};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A running overlay as the SIP driver sees it.
+pub(crate) struct Link {
+    pub(crate) mesh: Mesh,
+    pub(crate) events: mpsc::Receiver<MeshEvent>,
+}
+
+/// Why the overlay could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OverlayError {
+    #[error("mesh.interface {0:?} has no IPv4 address")]
+    NoAddress(String),
+    #[error(transparent)]
+    Mesh(#[from] mesh::MeshError),
+}
+
+/// Starts the overlay when a mesh interface is configured (or `bat0` exists, the appliance's
+/// mesh side); without one the appliance serves its own phones alone.
+pub(crate) fn start(
+    config: &Config,
+    sip_port: u16,
+) -> Result<Option<(Link, MeshSide)>, OverlayError> {
+    let file = &config.file;
+    if !file.mesh_enabled {
+        return Ok(None);
+    }
+    let interface = match file.mesh_interface.as_str() {
+        "" | "auto" => {
+            if interface_ipv4("bat0").is_none() {
+                tracing::info!(
+                    "no mesh interface (bat0) and none configured: serving this appliance's phones alone"
+                );
+                return Ok(None);
+            }
+            "bat0".to_string()
+        }
+        name => name.to_string(),
+    };
+    let ip =
+        interface_ipv4(&interface).ok_or_else(|| OverlayError::NoAddress(interface.clone()))?;
+    let keypair = mesh::load_or_create_identity(&config.state_dir.join("overlay.key"))?;
+    let epoch = mesh::next_epoch(&config.state_dir.join("overlay.epoch"))?;
+    let sip = SocketAddr::new(IpAddr::V4(ip), sip_port);
+    let listen = SocketAddr::new(
+        if file.mesh_listen.ip().is_unspecified() {
+            IpAddr::V4(ip)
+        } else {
+            file.mesh_listen.ip()
+        },
+        file.mesh_listen.port(),
+    );
+    let (tx, events) = mpsc::channel(1024);
+    let mesh = Mesh::spawn(
+        MeshConfig {
+            keypair,
+            node_name: config.node_name.clone(),
+            listen,
+            sip,
+            mdns: Some((ip, Some(interface.clone()))),
+            ping_interval: file.ping_interval,
+            ping_timeout: file.ping_timeout,
+            epoch,
+            memory: None,
+        },
+        tx,
+    )?;
+    tracing::info!(peer_id = %mesh.peer_id(), %interface, %sip, overlay = %listen, "overlay started");
+    let side = MeshSide {
+        local: sip,
+        peer_timeout: file.peer_timeout,
+        lookup_timeout: Duration::from_secs(2),
+    };
+    Ok(Some((Link { mesh, events }, side)))
+}
+
+/// What the overlay said, as a command for the endpoint.
+pub(crate) fn command(event: MeshEvent) -> Command {
+    match event {
+        MeshEvent::Routes { aor, routes, known } => Command::RemoteRoutes {
+            aor,
+            routes: remote(routes),
+            known,
+        },
+        MeshEvent::Moved { aor, phones } => Command::PhonesMoved {
+            aor,
+            call_ids: phones.iter().map(|p| p.call_id.clone()).collect(),
+            instances: phones.iter().filter_map(|p| p.instance.clone()).collect(),
+        },
+    }
+}
+
+pub(crate) fn remote(routes: Vec<mesh::Route>) -> Vec<RemoteRoute> {
+    routes
+        .into_iter()
+        .map(|r| RemoteRoute {
+            peer: r.peer,
+            node: r.node,
+            sip: r.sip,
+        })
+        .collect()
+}
+
+/// Announces our current bindings of `aor` (none: a tombstone).
+pub(crate) fn announce(mesh: &Mesh, endpoint: &Endpoint<SqlStorage>, aor: &Aor, now: Instant) {
+    let bindings: Vec<_> = endpoint
+        .bindings(now)
+        .into_iter()
+        .filter(|b| b.aor == *aor)
+        .collect();
+    let ttl = bindings
+        .iter()
+        .map(|b| b.expires_at.saturating_duration_since(now).as_secs())
+        .max()
+        .unwrap_or(0);
+    let phones = bindings
+        .iter()
+        .map(|b| PhoneRef {
+            call_id: b.call_id.clone(),
+            cseq: b.cseq,
+            instance: b.instance.clone(),
+            age_secs: now.saturating_duration_since(b.registered_at).as_secs() as u32,
+        })
+        .collect();
+    mesh.announce(aor.0.clone(), phones, ttl.min(u64::from(u32::MAX)) as u32);
+}
+
+/// Announces every binding we hold (at start: a restarted appliance is reachable again
+/// without its phones re-registering).
+pub(crate) fn announce_all(mesh: &Mesh, endpoint: &Endpoint<SqlStorage>, now: Instant) {
+    let mut aors: Vec<Aor> = endpoint
+        .bindings(now)
+        .into_iter()
+        .map(|b| b.aor.clone())
+        .collect();
+    aors.sort();
+    aors.dedup();
+    for aor in aors {
+        announce(mesh, endpoint, &aor, now);
+    }
+}
+
+/// The first IPv4 address of interface `name`.
+fn interface_ipv4(name: &str) -> Option<Ipv4Addr> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        if ifa.interface_name != name {
+            return None;
+        }
+        let addr = ifa.address?;
+        let v4 = addr.as_sockaddr_in()?;
+        Some(v4.ip())
+    })
+}
