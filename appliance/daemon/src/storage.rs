@@ -3,7 +3,7 @@
 
 use sip::{BindingRecord, StorageError, Transport};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use store::{BindingRow, Db};
+use store::{BindingRow, Db, MessageRow};
 
 /// What the core gets back at start: live bindings, and extensions with how much longer each
 /// stays known.
@@ -64,6 +64,61 @@ impl sip::Storage for SqlStorage {
             .remove_bindings(aor, contacts)
             .map_err(|e| StorageError(e.to_string()))
     }
+
+    fn save_message(&mut self, m: &sip::StoredMessage) -> Result<(), StorageError> {
+        let now = now_ms();
+        // Messages nobody collected in a week are dropped (issue 6's default).
+        let _ = self.db.expire_messages(now.saturating_sub(MESSAGE_KEEP_MS));
+        let row = MessageRow {
+            id: m.id.clone(),
+            aor: m.aor.clone(),
+            from_hdr: m.from.clone(),
+            to_hdr: m.to.clone(),
+            content_type: m.content_type.clone(),
+            body: m.body.to_vec(),
+            // The sender's Date if it gave one, else when we accepted it: the recipient sees
+            // when the message was written, not when it finally arrived.
+            date: m
+                .date
+                .clone()
+                .unwrap_or_else(|| httpdate::fmt_http_date(SystemTime::now())),
+            received_ms: now,
+        };
+        self.db
+            .save_message(&row)
+            .map_err(|e| StorageError(e.to_string()))
+    }
+
+    fn pending_messages(&mut self, aor: &str) -> Result<Vec<sip::StoredMessage>, StorageError> {
+        let rows = self
+            .db
+            .pending_messages(aor)
+            .map_err(|e| StorageError(e.to_string()))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| sip::StoredMessage {
+                id: r.id,
+                aor: r.aor,
+                from: r.from_hdr,
+                to: r.to_hdr,
+                content_type: r.content_type,
+                body: r.body.into(),
+                date: Some(r.date),
+            })
+            .collect())
+    }
+
+    fn message_delivered(&mut self, id: &str) -> Result<(), StorageError> {
+        self.db
+            .message_delivered(id)
+            .map_err(|e| StorageError(e.to_string()))
+    }
+
+    fn message_counts(&mut self, aor: &str) -> Result<(u64, u64), StorageError> {
+        self.db
+            .message_counts(aor)
+            .map_err(|e| StorageError(e.to_string()))
+    }
 }
 
 fn row(r: &BindingRecord, now: i64) -> BindingRow {
@@ -112,6 +167,9 @@ fn record(row: BindingRow, now: i64) -> Option<BindingRecord> {
     }
     parsed
 }
+
+/// How long an undelivered message is kept: 7 days.
+const MESSAGE_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
 
 fn now_ms() -> i64 {
     SystemTime::now()

@@ -7,6 +7,7 @@
 
 use crate::location::{Aor, Binding, BindingRecord, Location, RemoteRoute, Target};
 use crate::message::{self, Message, Method, ParseError, Request, Response};
+use crate::messaging::{MessagingConfig, StoredMessage};
 use crate::proxy::{self, Context, Decision, Us};
 use crate::proxy::{
     cancel_for, mark_received, pop_via, prepare_forward, request_branch, stable_hash,
@@ -49,6 +50,8 @@ pub struct Config {
     pub rng_seed: u64,
     /// The mesh side, when this appliance is part of an overlay.
     pub mesh: Option<MeshSide>,
+    /// Store-and-forward for MESSAGE.
+    pub messaging: MessagingConfig,
 }
 
 /// How the endpoint reaches other appliances.
@@ -76,6 +79,7 @@ impl Default for Config {
             server: concat!("fieldmesh/", env!("CARGO_PKG_VERSION")).to_string(),
             rng_seed: 0,
             mesh: None,
+            messaging: MessagingConfig::default(),
         }
     }
 }
@@ -138,6 +142,10 @@ pub enum Event {
     BindingsChanged { aor: Aor },
     /// Where is `aor` served? Answer with [`Command::LookupResult`] carrying `id`.
     Lookup { id: u64, aor: Aor },
+    /// A message was stored (durably) for `aor` and acknowledged with `202`.
+    MessageStored { id: String, aor: Aor },
+    /// A stored message reached a phone (2xx) and left the store.
+    MessageDelivered { id: String, aor: Aor },
 }
 
 #[derive(Debug)]
@@ -170,6 +178,8 @@ struct ClientEntry {
     branch: Option<(u64, usize)>,
     /// Whether anything came back yet (a branch to a silent appliance is given up early).
     heard: bool,
+    /// A stored message this transaction delivers: (extension, message id).
+    delivery: Option<(Aor, String)>,
 }
 
 impl ClientEntry {
@@ -200,6 +210,8 @@ enum TimerRef {
     PeerSilent(u64),
     /// A parked request waited long enough for the overlay (server id).
     LookupExpired(u64),
+    /// A forwarded MESSAGE got no final answer in time: store it (server id).
+    MessageDeadline(u64),
     Sweep,
 }
 
@@ -223,6 +235,20 @@ pub struct Endpoint<S: Storage> {
     next_id: u64,
     /// Requests parked while the overlay looks their AOR up (server id → AOR).
     lookups: HashMap<u64, Aor>,
+    /// MESSAGEs stored after their phone was too slow (server id → message id): a late 2xx
+    /// marks them delivered instead of delivering them twice.
+    stored_late: HashMap<u64, (Aor, String)>,
+    /// Deliveries in progress: per extension, the message in flight and how many of its
+    /// branches are still out.
+    deliveries: HashMap<Aor, Delivery>,
+}
+
+/// One stored message being delivered to the phones of its extension.
+#[derive(Debug)]
+struct Delivery {
+    id: String,
+    outstanding: usize,
+    delivered: bool,
 }
 
 impl<S: Storage> Endpoint<S> {
@@ -249,6 +275,8 @@ impl<S: Storage> Endpoint<S> {
             outputs: VecDeque::new(),
             next_id: 1,
             lookups: HashMap::new(),
+            stored_late: HashMap::new(),
+            deliveries: HashMap::new(),
         }
     }
 
@@ -418,6 +446,7 @@ impl<S: Storage> Endpoint<S> {
             addrs: &self.addrs,
             domains: &self.config.domains,
             mesh: self.config.mesh.is_some(),
+            store_messages: self.config.messaging.store,
         };
         let (routes, _) = proxy::pop_our_routes(&entry.request, &us);
         let decision = proxy::route(now, &entry.request, &routes, arrival, &us, &self.location);
@@ -458,8 +487,48 @@ impl<S: Storage> Endpoint<S> {
                 self.outputs
                     .push_back(Output::Event(Event::Lookup { id, aor }));
             }
+            Decision::Store { aor } => self.store(now, id, aor),
             Decision::Relay { target } => self.forward(now, id, vec![Hop::Same(target)]),
         }
+    }
+
+    /// Stores the MESSAGE of server transaction `id` for `aor` and answers `202`, or says why
+    /// not (caps, size, a failed write: nothing is acknowledged that is not on disk).
+    fn store(&mut self, now: Instant, id: u64, aor: Aor) {
+        let Some(entry) = self.servers.get(&id) else {
+            return;
+        };
+        if entry.request.body.len() > self.config.messaging.max_body {
+            return self.reject(now, id, &Reject::BodyTooLarge);
+        }
+        let message = StoredMessage::from_request(
+            format!("{:016x}", self.rng.next_u64()),
+            &aor.0,
+            &entry.request,
+        );
+        match self.storage.message_counts(&aor.0) {
+            Ok((mine, _)) if mine >= self.config.messaging.per_aor_cap => {
+                return self.reject(now, id, &Reject::MailboxFull);
+            }
+            Ok((_, total)) if total >= self.config.messaging.total_cap => {
+                return self.reject(now, id, &Reject::StoreFull);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(aor = %aor, error = %e, "message store unreadable");
+                return self.reject(now, id, &Reject::StoreFull);
+            }
+        }
+        if let Err(e) = self.storage.save_message(&message) {
+            tracing::error!(aor = %aor, error = %e, "message not stored");
+            return self.reject(now, id, &Reject::StoreFull);
+        }
+        tracing::info!(aor = %aor, id = %message.id, "message stored for later delivery");
+        self.answer(now, id, 202, "Accepted", &[], None);
+        self.outputs.push_back(Output::Event(Event::MessageStored {
+            id: message.id,
+            aor,
+        }));
     }
 
     fn handle_command(&mut self, now: Instant, command: Command) {
@@ -485,15 +554,134 @@ impl<S: Storage> Endpoint<S> {
                     return;
                 }
                 if routes.is_empty() {
-                    let reject = if self.location.is_known(now, &aor) {
-                        Reject::Unavailable
-                    } else {
-                        Reject::NotFound
-                    };
-                    return self.reject(now, id, &reject);
+                    return self.nobody_serves(now, id, aor);
                 }
                 self.forward(now, id, routes.into_iter().map(Hop::Peer).collect());
             }
+        }
+    }
+
+    /// Nobody in the overlay serves `aor` either: store a MESSAGE, refuse anything else.
+    fn nobody_serves(&mut self, now: Instant, id: u64, aor: Aor) {
+        let message = self
+            .servers
+            .get(&id)
+            .is_some_and(|e| crate::messaging::is_message(&e.request));
+        if message && self.config.messaging.store {
+            return self.store(now, id, aor);
+        }
+        let reject = if self.location.is_known(now, &aor) {
+            Reject::Unavailable
+        } else {
+            Reject::NotFound
+        };
+        self.reject(now, id, &reject);
+    }
+
+    /// A forwarded MESSAGE has no final answer yet: the phone is too slow or gone. Store the
+    /// message and answer `202`; a late 2xx marks it delivered.
+    fn handle_message_deadline(&mut self, now: Instant, id: u64) {
+        let Some(context) = self.contexts.get(&id) else {
+            return;
+        };
+        if context.final_sent || !self.servers.contains_key(&id) {
+            return;
+        }
+        let Some(aor) = self.servers[&id]
+            .request
+            .uri_user()
+            .map(|u| Aor(u.to_string()))
+        else {
+            return;
+        };
+        let before = self.outputs.len();
+        self.store(now, id, aor.clone());
+        let stored = self.outputs.iter().skip(before).find_map(|o| match o {
+            Output::Event(Event::MessageStored { id, .. }) => Some(id.clone()),
+            _ => None,
+        });
+        if let Some(message_id) = stored {
+            self.stored_late.insert(id, (aor, message_id));
+        }
+        if let Some(context) = self.contexts.get_mut(&id) {
+            context.final_sent = true;
+        }
+    }
+
+    /// Starts delivering what waits for `aor` to its phones, one message at a time.
+    fn deliver_pending(&mut self, now: Instant, aor: &Aor) {
+        if self.deliveries.contains_key(aor) {
+            return; // one in flight already; it continues with the next when done
+        }
+        let pending = match self.storage.pending_messages(&aor.0) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(aor = %aor, error = %e, "pending messages unreadable");
+                return;
+            }
+        };
+        let Some(message) = pending.into_iter().next() else {
+            return;
+        };
+        let bindings: Vec<(String, Target)> = self
+            .location
+            .lookup(now, aor)
+            .iter()
+            .map(|b| (b.contact.clone(), b.target))
+            .collect();
+        let mut outstanding = 0;
+        for (contact, target) in bindings {
+            let branch = proxy::branch(self.rng.next_u64(), self.rng.next_u64());
+            let call_id = format!("{:016x}@fieldmesh", self.rng.next_u64());
+            let Some(request) = message.delivery(&contact, target, &branch, &call_id) else {
+                continue;
+            };
+            let (client, first) = self.new_client(now, request, target, None);
+            if let Some(entry) = self.clients.get_mut(&client) {
+                entry.delivery = Some((aor.clone(), message.id.clone()));
+            }
+            self.apply_client_step(now, client, first);
+            outstanding += 1;
+        }
+        if outstanding > 0 {
+            tracing::info!(aor = %aor, id = %message.id, "delivering a stored message");
+            self.deliveries.insert(
+                aor.clone(),
+                Delivery {
+                    id: message.id,
+                    outstanding,
+                    delivered: false,
+                },
+            );
+        }
+    }
+
+    /// A delivery branch ended with `code` (0: no answer at all).
+    fn delivery_ended(&mut self, now: Instant, aor: Aor, id: String, code: u16) {
+        let Some(d) = self.deliveries.get_mut(&aor).filter(|d| d.id == id) else {
+            return;
+        };
+        d.outstanding = d.outstanding.saturating_sub(1);
+        if (200..300).contains(&code) && !d.delivered {
+            d.delivered = true;
+            if let Err(e) = self.storage.message_delivered(&id) {
+                tracing::warn!(aor = %aor, error = %e, "delivered message not removed from disk");
+            }
+            tracing::info!(aor = %aor, %id, "stored message delivered");
+            self.outputs
+                .push_back(Output::Event(Event::MessageDelivered {
+                    id: id.clone(),
+                    aor: aor.clone(),
+                }));
+        }
+        if d.outstanding > 0 {
+            return;
+        }
+        let delivered = d.delivered;
+        self.deliveries.remove(&aor);
+        if delivered {
+            // Next one, in order. A failed one stays, for the phone's next registration.
+            self.deliver_pending(now, &aor);
         }
     }
 
@@ -545,7 +733,11 @@ impl<S: Storage> Endpoint<S> {
                     })
                     .collect();
                 tracing::info!(aor = %aor, bindings = bindings.len(), "registered");
+                let deliver = !bindings.is_empty();
                 self.answer(now, id, 200, "OK", &contacts, None);
+                if deliver {
+                    self.deliver_pending(now, &aor);
+                }
                 self.outputs
                     .push_back(Output::Event(Event::BindingsChanged { aor }));
             }
@@ -593,6 +785,7 @@ impl<S: Storage> Endpoint<S> {
             addrs: &self.addrs,
             domains: &self.config.domains,
             mesh: mesh.is_some(),
+            store_messages: self.config.messaging.store,
         };
         let (routes, _) = proxy::pop_our_routes(&request, &us);
         let received_hash = proxy::loop_hash(&request);
@@ -625,6 +818,13 @@ impl<S: Storage> Endpoint<S> {
         if let Some(at) = no_answer_at {
             self.timers.insert((at, TimerRef::NoAnswer(id)));
         }
+        if crate::messaging::is_message(&request)
+            && self.config.messaging.store
+            && request.uri_user().is_some()
+        {
+            let at = now + self.config.messaging.answer_within;
+            self.timers.insert((at, TimerRef::MessageDeadline(id)));
+        }
         self.contexts.insert(id, context);
         for (client, first) in started {
             self.apply_client_step(now, client, first);
@@ -648,6 +848,7 @@ impl<S: Storage> Endpoint<S> {
             addrs: &self.addrs,
             domains: &self.config.domains,
             mesh: self.config.mesh.is_some(),
+            store_messages: self.config.messaging.store,
         };
         let (routes, _) = proxy::pop_our_routes(&request, &us);
         match proxy::route(now, &request, &routes, arrival, &us, &self.location) {
@@ -835,15 +1036,11 @@ impl<S: Storage> Endpoint<S> {
                 }
                 TimerRef::NoAnswer(id) => self.handle_no_answer(now, id),
                 TimerRef::PeerSilent(client) => self.handle_peer_silent(now, client),
+                TimerRef::MessageDeadline(id) => self.handle_message_deadline(now, id),
                 TimerRef::LookupExpired(id) => {
                     if let Some(aor) = self.lookups.remove(&id) {
                         tracing::info!(aor = %aor, "overlay lookup found nothing in time");
-                        let reject = if self.location.is_known(now, &aor) {
-                            Reject::Unavailable
-                        } else {
-                            Reject::NotFound
-                        };
-                        self.reject(now, id, &reject);
+                        self.nobody_serves(now, id, aor);
                     }
                 }
                 TimerRef::Sweep => {
@@ -993,6 +1190,7 @@ impl<S: Storage> Endpoint<S> {
                 target,
                 branch,
                 heard: false,
+                delivery: None,
             },
         );
         (id, first)
@@ -1023,6 +1221,7 @@ impl<S: Storage> Endpoint<S> {
         };
         let target = entry.target;
         let branch = entry.branch;
+        let delivery = entry.delivery.clone();
         if let Some(bytes) = step.send {
             self.transmit(target, bytes);
         }
@@ -1031,6 +1230,16 @@ impl<S: Storage> Endpoint<S> {
             self.client_keys.remove(&entry.key);
         } else {
             self.arm_client(id);
+        }
+        if let Some((aor, message_id)) = delivery {
+            match &step.tu {
+                Some(TuEvent::Response(r)) if r.code >= 200 => {
+                    self.delivery_ended(now, aor, message_id, r.code)
+                }
+                Some(TuEvent::Timeout) => self.delivery_ended(now, aor, message_id, 0),
+                _ => {}
+            }
+            return;
         }
         let Some((context_id, index)) = branch else {
             return;
@@ -1068,6 +1277,20 @@ impl<S: Storage> Endpoint<S> {
     fn apply_context_step(&mut self, now: Instant, id: u64, step: proxy::ContextStep) {
         for index in step.cancel {
             self.cancel_branch(now, id, index);
+        }
+        if let Some(response) = &step.upstream
+            && (200..300).contains(&response.code)
+            && let Some((aor, message_id)) = self.stored_late.remove(&id)
+        {
+            // The phone answered after we had stored the message: it is delivered.
+            if let Err(e) = self.storage.message_delivered(&message_id) {
+                tracing::warn!(aor = %aor, error = %e, "late-delivered message not removed from disk");
+            }
+            self.outputs
+                .push_back(Output::Event(Event::MessageDelivered {
+                    id: message_id,
+                    aor,
+                }));
         }
         if let Some(mut response) = step.upstream {
             pop_via(&mut response);

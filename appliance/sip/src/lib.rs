@@ -13,6 +13,7 @@
 pub mod endpoint;
 pub mod location;
 pub mod message;
+pub mod messaging;
 pub mod proxy;
 pub mod registrar;
 pub mod reject;
@@ -22,6 +23,7 @@ pub mod transaction;
 
 pub use endpoint::{Command, Config, Datagram, Endpoint, Event, Input, MeshSide, Output};
 pub use location::{Aor, Binding, BindingRecord, RemoteRoute, Target};
+pub use messaging::{MessagingConfig, StoredMessage};
 pub use registrar::RegistrarConfig;
 pub use storage::{MemoryStorage, Storage, StorageError};
 pub use transaction::Intervals;

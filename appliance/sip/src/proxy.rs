@@ -43,6 +43,8 @@ pub enum Decision {
     },
     /// Nobody here or in our table serves the AOR: ask the overlay before answering.
     Lookup { aor: Aor },
+    /// A MESSAGE nobody can take now: store it and answer `202`.
+    Store { aor: Aor },
     /// Forward to one next hop with the Request-URI unchanged (pre-routed and in-dialog).
     Relay { target: Target },
 }
@@ -55,6 +57,8 @@ pub struct Us<'a> {
     pub domains: &'a [String],
     /// Whether an overlay of other appliances exists to ask.
     pub mesh: bool,
+    /// Whether MESSAGEs for unreachable extensions are stored.
+    pub store_messages: bool,
 }
 
 impl Us<'_> {
@@ -168,8 +172,12 @@ pub fn route(
             peers,
         };
     }
-    if us.mesh && !from_peer && !location.is_known(now, &aor) {
+    let message = crate::messaging::is_message(request) && us.store_messages;
+    if us.mesh && !from_peer && (message || !location.is_known(now, &aor)) {
         return Decision::Lookup { aor };
+    }
+    if message && !from_peer {
+        return Decision::Store { aor };
     }
     if location.is_known(now, &aor) {
         Decision::Reject(Reject::Unavailable)

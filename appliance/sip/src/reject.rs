@@ -41,6 +41,12 @@ pub enum Reject {
     TooLarge,
     /// The durable store refused a write: nothing was acknowledged.
     Storage,
+    /// The extension already has as many waiting messages as it may.
+    MailboxFull,
+    /// The appliance's message store is full (or the disk is): try later.
+    StoreFull,
+    /// A MESSAGE body larger than the limit.
+    BodyTooLarge,
     /// The next hop did not answer (Timer B/F fired on the branch).
     Timeout,
 }
@@ -67,6 +73,9 @@ impl Reject {
             Reject::NoTransaction => (481, "Call/Transaction Does Not Exist"),
             Reject::TooLarge => (513, "Message Too Large"),
             Reject::Storage => (500, "Server Internal Error: Storage Failed"),
+            Reject::MailboxFull => (480, "Mailbox Full"),
+            Reject::StoreFull => (503, "Service Unavailable: Message Store Full"),
+            Reject::BodyTooLarge => (413, "Request Entity Too Large"),
             Reject::Timeout => (408, "Request Timeout"),
         }
     }
@@ -77,6 +86,8 @@ impl Reject {
             Reject::IntervalTooBrief { min } => vec![("Min-Expires", min.to_string())],
             Reject::BadExtension { unsupported } => vec![("Unsupported", unsupported.join(", "))],
             Reject::MethodNotAllowed => vec![("Allow", crate::ALLOW.to_string())],
+            // Disk full is usually cleared by an operator or by messages expiring.
+            Reject::StoreFull => vec![("Retry-After", "300".to_string())],
             _ => Vec::new(),
         }
     }
@@ -125,6 +136,13 @@ mod tests {
                 500,
                 "Server Internal Error: Storage Failed",
             ),
+            (Reject::MailboxFull, 480, "Mailbox Full"),
+            (
+                Reject::StoreFull,
+                503,
+                "Service Unavailable: Message Store Full",
+            ),
+            (Reject::BodyTooLarge, 413, "Request Entity Too Large"),
             (Reject::Timeout, 408, "Request Timeout"),
             (Reject::BadContact, 400, "Invalid Contact"),
             (Reject::NoExtension, 400, "No Extension In To"),

@@ -4,6 +4,7 @@
 //! [`MemoryStorage`] serves the tests.
 
 use crate::location::BindingRecord;
+use crate::messaging::StoredMessage;
 
 /// A write that did not reach durable storage.
 #[derive(Debug, thiserror::Error)]
@@ -23,12 +24,26 @@ pub trait Storage {
 
     /// Bindings that expired and were dropped from the location service.
     fn remove_expired(&mut self, aor: &str, contacts: &[String]) -> Result<(), StorageError>;
+
+    /// Keeps a message for an extension that cannot take it now. Must be durable on `Ok`:
+    /// the sender is told `202` right after.
+    fn save_message(&mut self, message: &StoredMessage) -> Result<(), StorageError>;
+
+    /// Messages waiting for `aor`, oldest first.
+    fn pending_messages(&mut self, aor: &str) -> Result<Vec<StoredMessage>, StorageError>;
+
+    /// A phone answered 2xx: forget the message.
+    fn message_delivered(&mut self, id: &str) -> Result<(), StorageError>;
+
+    /// Waiting messages for `aor` and in all (for the caps).
+    fn message_counts(&mut self, aor: &str) -> Result<(u64, u64), StorageError>;
 }
 
 /// Storage in memory, for tests; `fail` makes every write fail.
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     pub bindings: Vec<BindingRecord>,
+    pub messages: Vec<StoredMessage>,
     pub seen: Vec<String>,
     pub fail: bool,
 }
@@ -58,5 +73,34 @@ impl Storage for MemoryStorage {
         self.bindings
             .retain(|b| b.aor != aor || !contacts.contains(&b.contact));
         Ok(())
+    }
+
+    fn save_message(&mut self, message: &StoredMessage) -> Result<(), StorageError> {
+        if self.fail {
+            return Err(StorageError("disk full (test)".into()));
+        }
+        if !self.messages.iter().any(|m| m.id == message.id) {
+            self.messages.push(message.clone());
+        }
+        Ok(())
+    }
+
+    fn pending_messages(&mut self, aor: &str) -> Result<Vec<StoredMessage>, StorageError> {
+        Ok(self
+            .messages
+            .iter()
+            .filter(|m| m.aor == aor)
+            .cloned()
+            .collect())
+    }
+
+    fn message_delivered(&mut self, id: &str) -> Result<(), StorageError> {
+        self.messages.retain(|m| m.id != id);
+        Ok(())
+    }
+
+    fn message_counts(&mut self, aor: &str) -> Result<(u64, u64), StorageError> {
+        let mine = self.messages.iter().filter(|m| m.aor == aor).count() as u64;
+        Ok((mine, self.messages.len() as u64))
     }
 }

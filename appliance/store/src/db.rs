@@ -39,6 +39,11 @@ impl Db {
         &self.path
     }
 
+    /// The schema version this build writes (the number of migrations it knows).
+    pub fn supported_version() -> u32 {
+        MIGRATIONS.len() as u32
+    }
+
     /// The schema version (number of migrations applied).
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         Ok(self

@@ -7,8 +7,10 @@
 mod bindings;
 mod db;
 mod error;
+mod messages;
 mod migrations;
 
 pub use bindings::BindingRow;
 pub use db::Db;
 pub use error::StoreError;
+pub use messages::MessageRow;

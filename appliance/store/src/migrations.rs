@@ -23,4 +23,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         aor          TEXT    PRIMARY KEY,
         last_seen_ms INTEGER NOT NULL
     );",
+    // 2: store-and-forward messages. `seq` keeps arrival order per AOR; a message leaves the
+    // table only when a phone answered 2xx (or it expired).
+    "CREATE TABLE messages (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT    NOT NULL UNIQUE,
+        aor          TEXT    NOT NULL,
+        from_hdr     TEXT    NOT NULL,
+        to_hdr       TEXT    NOT NULL,
+        content_type TEXT    NOT NULL,
+        body         BLOB    NOT NULL,
+        date         TEXT    NOT NULL,
+        received_ms  INTEGER NOT NULL
+    );
+    CREATE INDEX messages_aor ON messages (aor, seq);",
 ];

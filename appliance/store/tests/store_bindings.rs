@@ -79,7 +79,10 @@ fn a_database_from_a_newer_fieldmesh_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
         let db = Db::open(dir.path()).expect("open");
-        assert_eq!(db.schema_version().expect("version"), 1);
+        assert_eq!(
+            db.schema_version().expect("version"),
+            Db::supported_version()
+        );
     }
     let conn = rusqlite::Connection::open(dir.path().join(Db::FILE)).expect("raw open");
     conn.pragma_update(None, "user_version", 99).expect("bump");

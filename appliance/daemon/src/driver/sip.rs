@@ -211,6 +211,12 @@ pub(crate) async fn run(
                         crate::overlay::announce(&link.mesh, &endpoint, &aor, Instant::now());
                     }
                 }
+                Output::Event(sip::Event::MessageStored { id, aor }) => {
+                    tracing::debug!(%aor, %id, "message stored");
+                }
+                Output::Event(sip::Event::MessageDelivered { id, aor }) => {
+                    tracing::debug!(%aor, %id, "message delivered");
+                }
                 Output::Event(sip::Event::Lookup { id, aor }) => match &overlay {
                     Some(link) => {
                         let mesh = link.mesh.clone();

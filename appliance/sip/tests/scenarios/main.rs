@@ -6,6 +6,7 @@ mod call;
 mod cancel;
 mod fork;
 mod mesh;
+mod messaging;
 mod register;
 mod rfc4475;
 mod support;

@@ -30,8 +30,8 @@ fn a_dead_phone_times_out_with_408_after_timer_b() {
     let bob = net.phone("10.0.1.3:5080", Answer::Silent);
     net.register(bob, "202", "reg-b", "300");
     let text = format!(
-        "MESSAGE sip:202@x SIP/2.0\r\nVia: SIP/2.0/UDP {alice};branch=z9hG4bKm1\r\nFrom: <sip:201@x>;tag=f\r\n\
-         To: <sip:202@x>\r\nCall-ID: m-dead\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        "INFO sip:202@x SIP/2.0\r\nVia: SIP/2.0/UDP {alice};branch=z9hG4bKm1\r\nFrom: <sip:201@x>;tag=f\r\n\
+         To: <sip:202@x>\r\nCall-ID: m-dead\r\nCSeq: 1 INFO\r\nContent-Length: 0\r\n\r\n"
     );
     net.send(alice, &text);
     net.drive_for(Duration::from_millis(31_900));
