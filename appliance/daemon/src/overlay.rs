@@ -84,9 +84,18 @@ pub(crate) fn start(
     Ok(Some((Link { mesh, events }, side)))
 }
 
-/// What the overlay said, as a command for the endpoint.
-pub(crate) fn command(event: MeshEvent) -> Command {
-    match event {
+/// How many other appliances keep a copy of each stored message (fewer when fewer exist).
+pub(crate) const REPLICAS: usize = 2;
+
+/// What the overlay said, as a command for the endpoint (fetch requests are answered by the
+/// driver, which owns the store: `None`).
+pub(crate) fn command(event: MeshEvent) -> Option<Command> {
+    Some(match event {
+        MeshEvent::Replicas { replicas } => Command::StoreReplicas {
+            messages: replicas.into_iter().filter_map(from_replica).collect(),
+        },
+        MeshEvent::Delivered { ids } => Command::ForgetMessages { ids },
+        MeshEvent::FetchRequest { .. } => return None,
         MeshEvent::Routes { aor, routes, known } => Command::RemoteRoutes {
             aor,
             routes: remote(routes),
@@ -97,6 +106,50 @@ pub(crate) fn command(event: MeshEvent) -> Command {
             call_ids: phones.iter().map(|p| p.call_id.clone()).collect(),
             instances: phones.iter().filter_map(|p| p.instance.clone()).collect(),
         },
+    })
+}
+
+/// A stored message as the overlay carries it (opaque to the mesh crate).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MessagePayload {
+    from: String,
+    to: String,
+    content_type: String,
+    body: Vec<u8>,
+    date: Option<String>,
+}
+
+pub(crate) fn to_replica(m: &sip::StoredMessage) -> mesh::Replica {
+    let payload = MessagePayload {
+        from: m.from.clone(),
+        to: m.to.clone(),
+        content_type: m.content_type.clone(),
+        body: m.body.to_vec(),
+        date: m.date.clone(),
+    };
+    mesh::Replica {
+        id: m.id.clone(),
+        aor: m.aor.clone(),
+        payload: serde_json::to_vec(&payload).expect("a message payload always serialises"),
+    }
+}
+
+/// A replica back as a message; one that does not decode is dropped with a log line.
+pub(crate) fn from_replica(r: mesh::Replica) -> Option<sip::StoredMessage> {
+    match serde_json::from_slice::<MessagePayload>(&r.payload) {
+        Ok(p) => Some(sip::StoredMessage {
+            id: r.id,
+            aor: r.aor,
+            from: p.from,
+            to: p.to,
+            content_type: p.content_type,
+            body: p.body.into(),
+            date: p.date,
+        }),
+        Err(e) => {
+            tracing::warn!(id = %r.id, error = %e, "undecodable message replica dropped");
+            None
+        }
     }
 }
 

@@ -110,7 +110,7 @@ impl sip::Storage for SqlStorage {
 
     fn message_delivered(&mut self, id: &str) -> Result<(), StorageError> {
         self.db
-            .message_delivered(id)
+            .message_delivered(id, now_ms())
             .map_err(|e| StorageError(e.to_string()))
     }
 

@@ -14,11 +14,19 @@ pub(crate) enum SyncRequest {
     Digest { digest: Vec<(String, String, u64)> },
     /// "What do you know about this AOR?"
     Lookup { aor: String },
+    /// "Keep these replicas" (bulk data goes over request-response, never gossip or kad).
+    StoreReplicas { replicas: Vec<crate::Replica> },
+    /// "Send me what you hold for this AOR."
+    FetchReplicas { aor: String },
+    /// "These were delivered: forget them."
+    Delivered { ids: Vec<String> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SyncResponse {
     pub(crate) records: Vec<LocationRecord>,
+    #[serde(default)]
+    pub(crate) replicas: Vec<crate::Replica>,
 }
 
 #[derive(NetworkBehaviour)]

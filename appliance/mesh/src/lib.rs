@@ -11,11 +11,13 @@ mod discovery;
 mod error;
 pub mod node;
 pub mod records;
+pub mod replicas;
 
 pub use error::MeshError;
 pub use libp2p::{Multiaddr, PeerId, identity};
 pub use node::{Mesh, MeshConfig, MeshEvent, MeshStatus, PeerInfo};
 pub use records::{LocationRecord, PhoneRef, Route};
+pub use replicas::Replica;
 
 use std::path::Path;
 

@@ -13,6 +13,7 @@ use crate::behaviour::{Behaviour, BehaviourEvent, SyncRequest, SyncResponse};
 use crate::discovery::{self, Discovered};
 use crate::error::MeshError;
 use crate::records::{LocationRecord, Merge, PhoneRef, Route, Table};
+use crate::replicas::Replica;
 use crate::{PROTOCOL_VERSION, is_compatible};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
@@ -66,6 +67,12 @@ pub enum MeshEvent {
     },
     /// These phones of ours registered more recently at another appliance: drop their bindings.
     Moved { aor: String, phones: Vec<PhoneRef> },
+    /// A peer asks us to keep these replicas.
+    Replicas { replicas: Vec<Replica> },
+    /// A peer asks what we hold for `aor`: answer with [`Mesh::answer_fetch`] and `token`.
+    FetchRequest { token: u64, aor: String },
+    /// These replicas were delivered somewhere: forget them.
+    Delivered { ids: Vec<String> },
 }
 
 /// A neighbour as the status API shows it.
@@ -106,6 +113,22 @@ enum Command {
     },
     Shutdown {
         done: oneshot::Sender<()>,
+    },
+    Replicate {
+        replicas: Vec<Replica>,
+        k: usize,
+        reply: oneshot::Sender<usize>,
+    },
+    Fetch {
+        aor: String,
+        reply: oneshot::Sender<Vec<Replica>>,
+    },
+    AnswerFetch {
+        token: u64,
+        replicas: Vec<Replica>,
+    },
+    Delivered {
+        ids: Vec<String>,
     },
 }
 
@@ -183,6 +206,57 @@ impl Mesh {
             .await
             .ok()?
             .ok()
+    }
+
+    /// Sends `replicas` to up to `k` connected neighbours (those whose ids are closest to the
+    /// first replica's id, so the same message lands on the same holders); returns how many
+    /// took them.
+    pub async fn replicate(&self, replicas: Vec<Replica>, k: usize) -> usize {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Replicate { replicas, k, reply })
+            .await
+            .is_err()
+        {
+            return 0;
+        }
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0)
+    }
+
+    /// What the neighbours hold for `aor` (bounded: whoever answers in time).
+    pub async fn fetch(&self, aor: String) -> Vec<Replica> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Fetch { aor, reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        tokio::time::timeout(LOOKUP_TIMEOUT * 2, rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+
+    /// Answers a [`MeshEvent::FetchRequest`].
+    pub async fn answer_fetch(&self, token: u64, replicas: Vec<Replica>) {
+        let _ = self
+            .commands
+            .send(Command::AnswerFetch { token, replicas })
+            .await;
+    }
+
+    /// Tells every neighbour these replicas were delivered.
+    pub async fn delivered(&self, ids: Vec<String>) {
+        let _ = self.commands.send(Command::Delivered { ids }).await;
     }
 
     /// Stops the node: connections close, so neighbours withdraw our routes at once.
@@ -283,6 +357,20 @@ struct Node {
     unpublished: Vec<LocationRecord>,
     lookups: Vec<PendingLookup>,
     kad_lookups: HashMap<kad::QueryId, String>,
+    /// Fetches we asked neighbours for: answers collected until all are in or time is up.
+    fetches: Vec<PendingFetch>,
+    /// Replication requests in flight: (request ids, how many acked, reply).
+    replications: Vec<(HashSet<OutboundRequestId>, usize, oneshot::Sender<usize>)>,
+    /// Fetch requests from neighbours waiting for the appliance's answer.
+    answering: HashMap<u64, request_response::ResponseChannel<SyncResponse>>,
+    next_token: u64,
+}
+
+struct PendingFetch {
+    reply: oneshot::Sender<Vec<Replica>>,
+    deadline: Instant,
+    outstanding: HashSet<OutboundRequestId>,
+    found: Vec<Replica>,
 }
 
 impl Node {
@@ -301,6 +389,10 @@ impl Node {
             unpublished: Vec::new(),
             lookups: Vec::new(),
             kad_lookups: HashMap::new(),
+            fetches: Vec::new(),
+            replications: Vec::new(),
+            answering: HashMap::new(),
+            next_token: 0,
         }
     }
 
@@ -389,6 +481,67 @@ impl Node {
                 });
             }
             Command::Shutdown { .. } => {}
+            Command::Replicate { replicas, k, reply } => {
+                let mut peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                let target = replicas.first().map(|r| r.id.clone()).unwrap_or_default();
+                // Closest by a stable distance, so retries and the k holders agree.
+                peers.sort_by_key(|p| distance(&p.to_base58(), &target));
+                peers.truncate(k);
+                if peers.is_empty() {
+                    let _ = reply.send(0);
+                    return;
+                }
+                let ids = peers
+                    .iter()
+                    .map(|p| {
+                        let request = SyncRequest::StoreReplicas {
+                            replicas: replicas.clone(),
+                        };
+                        self.swarm.behaviour_mut().sync.send_request(p, request)
+                    })
+                    .collect();
+                self.replications.push((ids, 0, reply));
+            }
+            Command::Fetch { aor, reply } => {
+                let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                if peers.is_empty() {
+                    let _ = reply.send(Vec::new());
+                    return;
+                }
+                let outstanding = peers
+                    .iter()
+                    .map(|p| {
+                        let request = SyncRequest::FetchReplicas { aor: aor.clone() };
+                        self.swarm.behaviour_mut().sync.send_request(p, request)
+                    })
+                    .collect();
+                self.fetches.push(PendingFetch {
+                    reply,
+                    deadline: Instant::now() + LOOKUP_TIMEOUT,
+                    outstanding,
+                    found: Vec::new(),
+                });
+            }
+            Command::AnswerFetch { token, replicas } => {
+                if let Some(channel) = self.answering.remove(&token) {
+                    let response = SyncResponse {
+                        records: Vec::new(),
+                        replicas,
+                    };
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, response);
+                }
+            }
+            Command::Delivered { ids } => {
+                let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                for p in peers {
+                    let request = SyncRequest::Delivered { ids: ids.clone() };
+                    self.swarm.behaviour_mut().sync.send_request(&p, request);
+                }
+            }
             Command::Dial { addr } => {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
                     tracing::info!(%addr, error = %e, "dial failed");
@@ -490,6 +643,14 @@ impl Node {
             for record in std::mem::take(&mut self.unpublished) {
                 self.publish(record);
             }
+        }
+        // Answer fetches whose time is up with what came.
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.fetches)
+            .into_iter()
+            .partition(|f| f.deadline <= now);
+        self.fetches = waiting;
+        for f in due {
+            let _ = f.reply.send(dedup(f.found));
         }
         // Answer lookups whose time is up.
         let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lookups)
@@ -734,6 +895,39 @@ impl Node {
             } => {
                 let now = Instant::now();
                 let records = match request {
+                    SyncRequest::StoreReplicas { replicas } => {
+                        let good: Vec<Replica> = replicas
+                            .into_iter()
+                            .take(1000)
+                            .filter(|r| match r.check() {
+                                Ok(()) => true,
+                                Err(why) => {
+                                    tracing::warn!(peer_id = %peer, why, "replica refused");
+                                    false
+                                }
+                            })
+                            .collect();
+                        let _ = self
+                            .events
+                            .send(MeshEvent::Replicas { replicas: good })
+                            .await;
+                        Vec::new()
+                    }
+                    SyncRequest::FetchReplicas { aor } => {
+                        self.next_token += 1;
+                        self.answering.insert(self.next_token, channel);
+                        let event = MeshEvent::FetchRequest {
+                            token: self.next_token,
+                            aor,
+                        };
+                        let _ = self.events.send(event).await;
+                        return;
+                    }
+                    SyncRequest::Delivered { ids } => {
+                        let ids: Vec<String> = ids.into_iter().take(10_000).collect();
+                        let _ = self.events.send(MeshEvent::Delivered { ids }).await;
+                        Vec::new()
+                    }
                     SyncRequest::Digest { digest } => {
                         let mut records = self.table.newer_than(now, &digest);
                         let theirs: HashMap<(&str, &str), u64> = digest
@@ -754,11 +948,13 @@ impl Node {
                     }
                 };
                 tracing::debug!(peer_id = %peer, count = records.len(), "sync answered");
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_response(channel, SyncResponse { records });
+                let _ = self.swarm.behaviour_mut().sync.send_response(
+                    channel,
+                    SyncResponse {
+                        records,
+                        replicas: Vec::new(),
+                    },
+                );
             }
             Event::Message {
                 peer,
@@ -779,6 +975,7 @@ impl Node {
                     }
                 }
                 tracing::debug!(peer_id = %peer, count, "sync received");
+                self.replica_answered(request_id, response.replicas);
                 self.lookup_answered(request_id);
             }
             Event::OutboundFailure {
@@ -788,9 +985,72 @@ impl Node {
                 ..
             } => {
                 tracing::debug!(peer_id = %peer, error = %error, "sync request failed");
+                self.replica_failed(request_id);
                 self.lookup_answered(request_id);
             }
             _ => {}
+        }
+    }
+
+    /// A replication or fetch request was answered.
+    fn replica_answered(&mut self, id: OutboundRequestId, replicas: Vec<Replica>) {
+        if let Some(i) = self
+            .replications
+            .iter()
+            .position(|(ids, _, _)| ids.contains(&id))
+        {
+            let (ids, acked, _) = &mut self.replications[i];
+            ids.remove(&id);
+            *acked += 1;
+            if ids.is_empty() {
+                let (_, acked, reply) = self.replications.swap_remove(i);
+                let _ = reply.send(acked);
+            }
+        }
+        if let Some(i) = self
+            .fetches
+            .iter()
+            .position(|f| f.outstanding.contains(&id))
+        {
+            let f = &mut self.fetches[i];
+            f.outstanding.remove(&id);
+            f.found.extend(
+                replicas
+                    .into_iter()
+                    .take(1000)
+                    .filter(|r| r.check().is_ok()),
+            );
+            if f.outstanding.is_empty() {
+                let f = self.fetches.swap_remove(i);
+                let _ = f.reply.send(dedup(f.found));
+            }
+        }
+    }
+
+    /// A replication or fetch request failed: it counts as answered with nothing.
+    fn replica_failed(&mut self, id: OutboundRequestId) {
+        if let Some(i) = self
+            .replications
+            .iter()
+            .position(|(ids, _, _)| ids.contains(&id))
+        {
+            let (ids, _, _) = &mut self.replications[i];
+            ids.remove(&id);
+            if ids.is_empty() {
+                let (_, acked, reply) = self.replications.swap_remove(i);
+                let _ = reply.send(acked);
+            }
+        }
+        if let Some(i) = self
+            .fetches
+            .iter()
+            .position(|f| f.outstanding.contains(&id))
+        {
+            self.fetches[i].outstanding.remove(&id);
+            if self.fetches[i].outstanding.is_empty() {
+                let f = self.fetches.swap_remove(i);
+                let _ = f.reply.send(dedup(f.found));
+            }
         }
     }
 
@@ -911,6 +1171,25 @@ impl Node {
             })
             .collect()
     }
+}
+
+/// Replicas once each, by id, in the order first seen.
+fn dedup(replicas: Vec<Replica>) -> Vec<Replica> {
+    let mut seen = HashSet::new();
+    replicas
+        .into_iter()
+        .filter(|r| seen.insert(r.id.clone()))
+        .collect()
+}
+
+/// A stable distance between a peer and a replica id (FNV of both), for choosing holders.
+fn distance(peer: &str, id: &str) -> u64 {
+    let h = |s: &str| {
+        s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    h(peer) ^ h(id)
 }
 
 /// One kad key per (AOR, appliance), so two appliances serving one AOR never collide.

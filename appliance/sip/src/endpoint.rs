@@ -126,6 +126,11 @@ pub enum Command {
     },
     /// The answer to [`Event::Lookup`] `id`.
     LookupResult { id: u64, routes: Vec<RemoteRoute> },
+    /// Messages another appliance holds for extensions (replicas, or fetched for a phone that
+    /// just registered here): keep them, and deliver to phones registered here.
+    StoreReplicas { messages: Vec<StoredMessage> },
+    /// These messages were delivered somewhere: forget them.
+    ForgetMessages { ids: Vec<String> },
 }
 
 /// What the endpoint asks for.
@@ -142,8 +147,8 @@ pub enum Event {
     BindingsChanged { aor: Aor },
     /// Where is `aor` served? Answer with [`Command::LookupResult`] carrying `id`.
     Lookup { id: u64, aor: Aor },
-    /// A message was stored (durably) for `aor` and acknowledged with `202`.
-    MessageStored { id: String, aor: Aor },
+    /// A message was stored (durably) and acknowledged with `202`: replicate it.
+    MessageStored { message: StoredMessage },
     /// A stored message reached a phone (2xx) and left the store.
     MessageDelivered { id: String, aor: Aor },
 }
@@ -525,10 +530,8 @@ impl<S: Storage> Endpoint<S> {
         }
         tracing::info!(aor = %aor, id = %message.id, "message stored for later delivery");
         self.answer(now, id, 202, "Accepted", &[], None);
-        self.outputs.push_back(Output::Event(Event::MessageStored {
-            id: message.id,
-            aor,
-        }));
+        self.outputs
+            .push_back(Output::Event(Event::MessageStored { message }));
     }
 
     fn handle_command(&mut self, now: Instant, command: Command) {
@@ -546,6 +549,31 @@ impl<S: Storage> Endpoint<S> {
                 call_ids,
                 instances,
             } => self.drop_moved(now, Aor(aor), &call_ids, &instances),
+            Command::StoreReplicas { messages } => {
+                let mut aors: Vec<Aor> = Vec::new();
+                for m in messages {
+                    if let Err(e) = self.storage.save_message(&m) {
+                        tracing::warn!(aor = %m.aor, error = %e, "replica not stored");
+                        continue;
+                    }
+                    let aor = Aor(m.aor);
+                    if !aors.contains(&aor) {
+                        aors.push(aor);
+                    }
+                }
+                for aor in aors {
+                    if !self.location.lookup(now, &aor).is_empty() {
+                        self.deliver_pending(now, &aor);
+                    }
+                }
+            }
+            Command::ForgetMessages { ids } => {
+                for id in ids {
+                    if let Err(e) = self.storage.message_delivered(&id) {
+                        tracing::warn!(%id, error = %e, "delivered replica not removed");
+                    }
+                }
+            }
             Command::LookupResult { id, routes } => {
                 let Some(aor) = self.lookups.remove(&id) else {
                     return;
@@ -597,7 +625,7 @@ impl<S: Storage> Endpoint<S> {
         let before = self.outputs.len();
         self.store(now, id, aor.clone());
         let stored = self.outputs.iter().skip(before).find_map(|o| match o {
-            Output::Event(Event::MessageStored { id, .. }) => Some(id.clone()),
+            Output::Event(Event::MessageStored { message }) => Some(message.id.clone()),
             _ => None,
         });
         if let Some(message_id) = stored {

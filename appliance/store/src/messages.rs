@@ -24,11 +24,13 @@ pub struct MessageRow {
 }
 
 impl Db {
-    /// Saves a message; a second save of the same id is a no-op (replicas, retransmissions).
+    /// Saves a message; a second save of the same id, or of one already delivered, is a no-op
+    /// (replicas, retransmissions, late fetch answers).
     pub fn save_message(&mut self, m: &MessageRow) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT OR IGNORE INTO messages (id, aor, from_hdr, to_hdr, content_type, body, date, received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+             WHERE NOT EXISTS (SELECT 1 FROM delivered WHERE id = ?1)",
             params![m.id, m.aor, m.from_hdr, m.to_hdr, m.content_type, m.body, m.date, m.received_ms],
         )?;
         Ok(())
@@ -55,10 +57,16 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// A phone answered 2xx: the message is delivered and leaves the store.
-    pub fn message_delivered(&mut self, id: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute("DELETE FROM messages WHERE id = ?1", params![id])?;
+    /// A phone answered 2xx (here or on another appliance): the message leaves the store and
+    /// its id is remembered, so no copy of it is ever delivered again.
+    pub fn message_delivered(&mut self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM messages WHERE id = ?1", params![id])?;
+        tx.execute(
+            "INSERT OR IGNORE INTO delivered (id, at_ms) VALUES (?1, ?2)",
+            params![id, now_ms],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -75,8 +83,11 @@ impl Db {
         Ok((for_aor, total))
     }
 
-    /// Drops messages accepted before `before_ms`; returns how many.
+    /// Drops messages accepted before `before_ms` (and delivery memories as old); returns how
+    /// many messages went.
     pub fn expire_messages(&mut self, before_ms: i64) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM delivered WHERE at_ms < ?1", params![before_ms])?;
         Ok(self.conn.execute(
             "DELETE FROM messages WHERE received_ms < ?1",
             params![before_ms],

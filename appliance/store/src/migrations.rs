@@ -37,4 +37,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         received_ms  INTEGER NOT NULL
     );
     CREATE INDEX messages_aor ON messages (aor, seq);",
+    // 3: ids of delivered messages, so a replica arriving late (from a neighbour's fetch
+    // answer or an old holder) cannot bring a delivered message back: delivered once.
+    "CREATE TABLE delivered (
+        id    TEXT    PRIMARY KEY,
+        at_ms INTEGER NOT NULL
+    );",
 ];

@@ -36,7 +36,9 @@ fn messages_survive_reopening_in_order_and_leave_when_delivered() {
         .collect();
     assert_eq!(ids, vec!["m1", "m2", "m3"]);
     assert_eq!(db.message_counts("303").expect("count"), (3, 4));
-    db.message_delivered("m1").expect("delivered");
+    db.message_delivered("m1", 5).expect("delivered");
+    db.save_message(&msg("m1", "303", 6))
+        .expect("a late replica of a delivered message");
     assert_eq!(db.pending_messages("303").expect("read").len(), 2);
     // m1 (at 0) was delivered; of the rest only x1 (at 0) is older than 1 ms.
     assert_eq!(db.expire_messages(1).expect("expire"), 1);

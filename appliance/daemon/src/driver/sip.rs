@@ -161,6 +161,7 @@ pub(crate) async fn run(
 
     // Lookup answers come back from their own tasks; bounded like every channel.
     let (lookups_tx, mut lookups) = mpsc::channel::<(u64, Vec<sip::RemoteRoute>)>(64);
+    let (replicas_tx, mut fetched) = mpsc::channel::<Vec<sip::StoredMessage>>(64);
     if let Some(link) = &overlay {
         crate::overlay::announce_all(&link.mesh, &endpoint, Instant::now());
     }
@@ -193,7 +194,22 @@ pub(crate) async fn run(
                     Some(link) => link.events.recv().await,
                     None => std::future::pending().await,
                 }
-            } => endpoint.handle_input(Instant::now(), Input::Command(crate::overlay::command(event))),
+            } => {
+                if let mesh::MeshEvent::FetchRequest { token, aor } = &event {
+                    // A neighbour asks what waits here for `aor` (its phone just registered).
+                    let held = sip::Storage::pending_messages(endpoint.storage(), aor).unwrap_or_default();
+                    let replicas = held.iter().map(crate::overlay::to_replica).collect();
+                    if let Some(link) = &overlay {
+                        let (mesh, token) = (link.mesh.clone(), *token);
+                        tokio::spawn(async move { mesh.answer_fetch(token, replicas).await });
+                    }
+                } else if let Some(command) = crate::overlay::command(event) {
+                    endpoint.handle_input(Instant::now(), Input::Command(command));
+                }
+            }
+            Some(messages) = fetched.recv() => {
+                endpoint.handle_input(Instant::now(), Input::Command(sip::Command::StoreReplicas { messages }));
+            }
             Some((id, routes)) = lookups.recv() => {
                 endpoint.handle_input(Instant::now(), Input::Command(sip::Command::LookupResult { id, routes }));
             }
@@ -208,14 +224,44 @@ pub(crate) async fn run(
                 Output::Event(sip::Event::BindingsChanged { aor }) => {
                     tracing::debug!(%aor, "bindings changed");
                     if let Some(link) = &overlay {
-                        crate::overlay::announce(&link.mesh, &endpoint, &aor, Instant::now());
+                        let now = Instant::now();
+                        crate::overlay::announce(&link.mesh, &endpoint, &aor, now);
+                        // A phone of this extension is here now: collect what other appliances
+                        // hold for it, and deliver it here.
+                        if endpoint.bindings(now).iter().any(|b| b.aor == aor) {
+                            let mesh = link.mesh.clone();
+                            let tx = replicas_tx.clone();
+                            tokio::spawn(async move {
+                                let found = mesh.fetch(aor.0).await;
+                                let messages: Vec<_> = found
+                                    .into_iter()
+                                    .filter_map(crate::overlay::from_replica)
+                                    .collect();
+                                if !messages.is_empty() {
+                                    let _ = tx.send(messages).await;
+                                }
+                            });
+                        }
                     }
                 }
-                Output::Event(sip::Event::MessageStored { id, aor }) => {
-                    tracing::debug!(%aor, %id, "message stored");
+                Output::Event(sip::Event::MessageStored { message }) => {
+                    if let Some(link) = &overlay {
+                        let mesh = link.mesh.clone();
+                        let replica = crate::overlay::to_replica(&message);
+                        tokio::spawn(async move {
+                            let holders = mesh
+                                .replicate(vec![replica], crate::overlay::REPLICAS)
+                                .await;
+                            tracing::info!(id = %message.id, aor = %message.aor, holders, "message replicated");
+                        });
+                    }
                 }
                 Output::Event(sip::Event::MessageDelivered { id, aor }) => {
                     tracing::debug!(%aor, %id, "message delivered");
+                    if let Some(link) = &overlay {
+                        let mesh = link.mesh.clone();
+                        tokio::spawn(async move { mesh.delivered(vec![id]).await });
+                    }
                 }
                 Output::Event(sip::Event::Lookup { id, aor }) => match &overlay {
                     Some(link) => {
