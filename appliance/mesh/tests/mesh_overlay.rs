@@ -172,3 +172,55 @@ async fn an_appliance_that_stops_has_its_routes_withdrawn_but_stays_known() {
     );
     assert!(status.peers.iter().all(|p| !p.connected));
 }
+
+/// Answers fetch requests like an appliance would, from what `held` says it holds.
+async fn serve_fetches(a: &mut Appliance, held: &[fieldmesh_mesh::Replica]) -> usize {
+    let mut kept = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, a.events.recv()).await {
+        match event {
+            MeshEvent::Replicas { replicas } => kept += replicas.len(),
+            MeshEvent::FetchRequest { token, aor } => {
+                let mine: Vec<_> = held.iter().filter(|r| r.aor == aor).cloned().collect();
+                a.mesh.answer_fetch(token, mine).await;
+                return kept;
+            }
+            _ => {}
+        }
+    }
+    kept
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_reach_two_holders_and_a_newcomer_fetches_them() {
+    let a = start(51);
+    let mut b = start(52);
+    let mut c = start(53);
+    b.mesh.dial(a.addr.clone()).await;
+    c.mesh.dial(a.addr.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let replica = fieldmesh_mesh::Replica {
+        id: "m1".into(),
+        aor: "701".into(),
+        payload: b"hello".to_vec(),
+    };
+    assert_eq!(
+        a.mesh.replicate(vec![replica.clone()], 2).await,
+        2,
+        "both neighbours took it"
+    );
+    // D joins and asks its neighbours (B and C) for extension 701; they answer from what they hold.
+    let d = start(54);
+    d.mesh.dial(b.addr.clone()).await;
+    d.mesh.dial(c.addr.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = vec![replica.clone()];
+    let fetch = tokio::spawn({
+        let mesh = d.mesh.clone();
+        async move { mesh.fetch("701".into()).await }
+    });
+    let (kept_b, kept_c) = tokio::join!(serve_fetches(&mut b, &held), serve_fetches(&mut c, &held));
+    assert_eq!(kept_b + kept_c, 2, "each holder received the replica once");
+    let found = fetch.await.expect("fetch task");
+    assert_eq!(found, vec![replica], "two answers, deduplicated by id");
+}
