@@ -52,6 +52,21 @@ enum Command {
     },
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// This appliance at a glance: name, version, uptime, overlay identity, phones, neighbours.
+    Status {
+        #[command(flatten)]
+        view: ViewArgs,
+    },
+    /// Neighbour appliances in the overlay.
+    Peers {
+        #[command(flatten)]
+        view: ViewArgs,
+    },
+    /// Every phone this appliance can reach: its own and those on other appliances.
+    Phones {
+        #[command(flatten)]
+        view: ViewArgs,
+    },
     /// Read the operator's settings file leniently and write the derived hostapd, dnsmasq,
     /// mesh and daemon configurations (the image runs this once at boot).
     Setup {
@@ -68,6 +83,17 @@ enum Command {
     },
 }
 
+/// Options shared by the views of a running daemon.
+#[derive(clap::Args)]
+struct ViewArgs {
+    /// The daemon's status API.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    api: std::net::SocketAddr,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -76,6 +102,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Setup { settings, out } => cli::setup::run(&settings, out.as_deref()),
+        Command::Status { view } => {
+            cli::status::run(cli::status::View::Status, view.api, view.json)
+        }
+        Command::Peers { view } => cli::status::run(cli::status::View::Peers, view.api, view.json),
+        Command::Phones { view } => {
+            cli::status::run(cli::status::View::Phones, view.api, view.json)
+        }
         Command::Run {
             config,
             state_dir,

@@ -1,3 +1,4 @@
 //! Subcommands other than `run`.
 
 pub(crate) mod setup;
+pub(crate) mod status;

@@ -59,10 +59,7 @@ pub(crate) fn run(settings: &Path, out: Option<&Path>) -> ExitCode {
     let text = match std::fs::read_to_string(settings) {
         Ok(t) => Some(t),
         Err(e) => {
-            eprintln!(
-                "fieldmesh setup: {}: cannot read ({e}); using the defaults",
-                settings.display()
-            );
+            eprintln!("fieldmesh setup: {}: cannot read ({e})", settings.display());
             None
         }
     };
