@@ -32,6 +32,10 @@ impl Db {
         saved: &[BindingRow],
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        // Bindings commit without waiting for fsync (STYLE §4): WAL alone survives kill -9, and
+        // a binding lost to a power cut heals at the phone's next refresh. The fsync was most of
+        // the CPU cost of a REGISTER in the register-rate benchmark.
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         let tx = self.conn.transaction()?;
         {
             let mut delete =

@@ -24,8 +24,9 @@ impl Db {
         let path = dir.join(Self::FILE);
         let mut conn = Connection::open(&path)?;
         // WAL survives kill -9 on its own; FULL makes each commit reach the disk before we
-        // acknowledge it (messages and voicemail need it; bindings could live with NORMAL,
-        // and the register-rate benchmark will say whether the difference matters).
+        // acknowledge it. Messages (and later voicemail) write with FULL; bindings switch to
+        // NORMAL for their own commits (bindings.rs), as the register-rate benchmark showed
+        // the fsync dominating a REGISTER's cost.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -27,6 +27,8 @@ impl Db {
     /// Saves a message; a second save of the same id, or of one already delivered, is a no-op
     /// (replicas, retransmissions, late fetch answers).
     pub fn save_message(&mut self, m: &MessageRow) -> Result<(), StoreError> {
+        // Acknowledged data: the commit must reach the disk before the 202 goes out.
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
         self.conn.execute(
             "INSERT OR IGNORE INTO messages (id, aor, from_hdr, to_hdr, content_type, body, date, received_ms)
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
@@ -60,6 +62,8 @@ impl Db {
     /// A phone answered 2xx (here or on another appliance): the message leaves the store and
     /// its id is remembered, so no copy of it is ever delivered again.
     pub fn message_delivered(&mut self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        // A delivery forgotten by a power cut would deliver the message twice.
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM messages WHERE id = ?1", params![id])?;
         tx.execute(
