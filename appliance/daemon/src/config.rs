@@ -30,7 +30,7 @@ pub(crate) struct ConfigFile {
     pub(crate) api_listen: SocketAddr,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) mesh_enabled: bool,
-    pub(crate) mesh_interface: String,
+    pub(crate) mesh_interface: Vec<String>,
     pub(crate) mesh_listen: SocketAddr,
     pub(crate) ping_interval: Duration,
     pub(crate) ping_timeout: Duration,
@@ -44,7 +44,7 @@ pub(crate) struct Flags {
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) sip_listen: Vec<String>,
     pub(crate) api_listen: Option<String>,
-    pub(crate) mesh_interface: Option<String>,
+    pub(crate) mesh_interface: Vec<String>,
     pub(crate) mesh_listen: Option<String>,
     pub(crate) no_mesh: bool,
 }
@@ -89,8 +89,8 @@ impl ConfigFile {
         if let Some(dir) = &flags.state_dir {
             config.state_dir = Some(dir.clone());
         }
-        if let Some(name) = &flags.mesh_interface {
-            config.mesh_interface = name.clone();
+        if !flags.mesh_interface.is_empty() {
+            config.mesh_interface = flags.mesh_interface.clone();
         }
         if let Some(listen) = &flags.mesh_listen {
             config.mesh_listen = socket_addr("mesh.listen", listen)?;
@@ -117,7 +117,7 @@ impl ConfigFile {
             api_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             state_dir: None,
             mesh_enabled: true,
-            mesh_interface: String::new(),
+            mesh_interface: Vec::new(),
             mesh_listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
             ping_interval: Duration::ZERO,
             ping_timeout: Duration::ZERO,
@@ -172,7 +172,13 @@ impl ConfigFile {
                     ConfigError(format!("{name}: expected true or false, got {v}"))
                 })?
             }
-            "mesh.interface" => self.mesh_interface = string(name, v)?,
+            "mesh.interface" => {
+                self.mesh_interface = match v {
+                    toml::Value::String(s) if s.is_empty() => Vec::new(),
+                    toml::Value::String(s) => vec![s.clone()],
+                    _ => strings(name, v)?,
+                }
+            }
             "mesh.listen" => self.mesh_listen = socket_addr(name, &string(name, v)?)?,
             "mesh.ping_interval_ms" => {
                 self.ping_interval = Duration::from_millis(integer(name, v, 100, 60_000)?)

@@ -40,9 +40,10 @@ enum Command {
         /// Status API listen address. Replaces api.listen.
         #[arg(long, value_name = "ADDR:PORT")]
         api_listen: Option<String>,
-        /// Mesh-side interface for discovery and the overlay. Replaces mesh.interface.
+        /// Mesh-side interface for discovery and the overlay; repeat for an appliance on
+        /// several mesh links (the first gives the SIP address). Replaces mesh.interface.
         #[arg(long, value_name = "IFNAME")]
-        mesh_interface: Option<String>,
+        mesh_interface: Vec<String>,
         /// Overlay TCP listen address. Replaces mesh.listen.
         #[arg(long, value_name = "ADDR:PORT")]
         mesh_listen: Option<String>,

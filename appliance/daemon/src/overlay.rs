@@ -35,20 +35,23 @@ pub(crate) fn start(
     if !file.mesh_enabled {
         return Ok(None);
     }
-    let interface = match file.mesh_interface.as_str() {
-        "" | "auto" => {
+    let interfaces: Vec<String> = match file.mesh_interface.as_slice() {
+        [] => {
             if interface_ipv4("bat0").is_none() {
                 tracing::info!(
                     "no mesh interface (bat0) and none configured: serving this appliance's phones alone"
                 );
                 return Ok(None);
             }
-            "bat0".to_string()
+            vec!["bat0".to_string()]
         }
-        name => name.to_string(),
+        names => names.to_vec(),
     };
-    let ip =
-        interface_ipv4(&interface).ok_or_else(|| OverlayError::NoAddress(interface.clone()))?;
+    let ips = interfaces
+        .iter()
+        .map(|name| interface_ipv4(name).ok_or_else(|| OverlayError::NoAddress(name.clone())))
+        .collect::<Result<Vec<Ipv4Addr>, _>>()?;
+    let ip = ips[0];
     let keypair = mesh::load_or_create_identity(&config.state_dir.join("overlay.key"))?;
     let epoch = mesh::next_epoch(&config.state_dir.join("overlay.epoch"))?;
     let sip = SocketAddr::new(IpAddr::V4(ip), sip_port);
@@ -67,7 +70,7 @@ pub(crate) fn start(
             node_name: config.node_name.clone(),
             listen,
             sip,
-            mdns: Some((ip, Some(interface.clone()))),
+            mdns: Some((ips.clone(), interfaces.clone())),
             ping_interval: file.ping_interval,
             ping_timeout: file.ping_timeout,
             epoch,
@@ -75,7 +78,7 @@ pub(crate) fn start(
         },
         tx,
     )?;
-    tracing::info!(peer_id = %mesh.peer_id(), %interface, %sip, overlay = %listen, "overlay started");
+    tracing::info!(peer_id = %mesh.peer_id(), interfaces = ?interfaces, %sip, overlay = %listen, "overlay started");
     let side = MeshSide {
         local: sip,
         peer_timeout: file.peer_timeout,

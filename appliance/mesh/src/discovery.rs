@@ -28,23 +28,30 @@ pub(crate) struct Discovered {
 pub(crate) fn start(
     peer: PeerId,
     node: &str,
-    ip: Ipv4Addr,
+    ips: &[Ipv4Addr],
     overlay_port: u16,
     sip_port: u16,
-    interface: Option<&str>,
+    interfaces: &[String],
 ) -> Result<mpsc::Receiver<Discovered>, MeshError> {
     let mdns = ServiceDaemon::new().map_err(|e| MeshError::Discovery(e.to_string()))?;
-    if let Some(name) = interface {
+    if !interfaces.is_empty() {
         // Everything an appliance tells other appliances uses the mesh side only.
         mdns.disable_interface(IfKind::All)
             .map_err(|e| MeshError::Discovery(e.to_string()))?;
-        mdns.enable_interface(IfKind::Name(name.to_string()))
-            .map_err(|e| MeshError::Discovery(e.to_string()))?;
+        for name in interfaces {
+            mdns.enable_interface(IfKind::Name(name.clone()))
+                .map_err(|e| MeshError::Discovery(e.to_string()))?;
+        }
     }
     let id = peer.to_base58();
     let host = format!("fm-{}.local.", &id[id.len().saturating_sub(12)..]);
     let version = crate::PROTOCOL_VERSION.to_string();
-    let ip_text = ip.to_string();
+    // mdns-sd answers on each interface with the addresses of that interface's subnet.
+    let ip_text = ips
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let props = [
         ("ver", version.as_str()),
         ("peer", id.as_str()),

@@ -44,8 +44,9 @@ pub struct MeshConfig {
     pub listen: SocketAddr,
     /// Our mesh-side SIP address, announced in every record.
     pub sip: SocketAddr,
-    /// Our mesh-side IPv4 address, announced by mDNS; `None` disables mDNS (tests dial).
-    pub mdns: Option<(Ipv4Addr, Option<String>)>,
+    /// Our mesh-side IPv4 addresses and the interfaces mDNS runs on (one per mesh link; an
+    /// appliance between two links has two); `None` disables mDNS (tests dial).
+    pub mdns: Option<(Vec<Ipv4Addr>, Vec<String>)>,
     /// Liveness: ping every `ping_interval`; a peer silent for `ping_timeout` is down.
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
@@ -146,13 +147,13 @@ impl Mesh {
         let swarm = build_swarm(&config)?;
         let (commands, rx) = mpsc::channel(256);
         let discovered = match &config.mdns {
-            Some((ip, interface)) => Some(discovery::start(
+            Some((ips, interfaces)) => Some(discovery::start(
                 peer_id,
                 &config.node_name,
-                *ip,
+                ips,
                 config.listen.port(),
                 config.sip.port(),
-                interface.as_deref(),
+                interfaces,
             )?),
             None => None,
         };

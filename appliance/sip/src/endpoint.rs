@@ -240,6 +240,9 @@ pub struct Endpoint<S: Storage> {
     next_id: u64,
     /// Requests parked while the overlay looks their AOR up (server id → AOR).
     lookups: HashMap<u64, Aor>,
+    /// Mesh-side IP addresses of other appliances, as the overlay reported them: requests
+    /// relayed there leave from our mesh address. Bounded by the number of appliances.
+    peer_ips: HashSet<std::net::IpAddr>,
     /// MESSAGEs stored after their phone was too slow (server id → message id): a late 2xx
     /// marks them delivered instead of delivering them twice.
     stored_late: HashMap<u64, (Aor, String)>,
@@ -280,6 +283,7 @@ impl<S: Storage> Endpoint<S> {
             outputs: VecDeque::new(),
             next_id: 1,
             lookups: HashMap::new(),
+            peer_ips: HashSet::new(),
             stored_late: HashMap::new(),
             deliveries: HashMap::new(),
         }
@@ -413,6 +417,13 @@ impl<S: Storage> Endpoint<S> {
 
     fn handle_request(&mut self, now: Instant, mut request: Request, arrival: Target) {
         mark_received(&mut request, arrival.remote);
+        // A request another appliance relayed to us names that appliance's mesh address.
+        if self.config.mesh.is_some()
+            && request.uri.uri_params.get(proxy::PEER_PARAM).is_some()
+            && self.peer_ips.len() < 4096
+        {
+            self.peer_ips.insert(arrival.remote.ip());
+        }
         let span = tracing::info_span!("request", call_id = %request.common.call_id, method = %request.method);
         let _enter = span.enter();
         if request.method.is(Method::ACK) {
@@ -542,6 +553,7 @@ impl<S: Storage> Endpoint<S> {
                     self.location
                         .remember(aor.clone(), now + self.config.registrar.known_for);
                 }
+                self.peer_ips.extend(routes.iter().map(|r| r.sip.ip()));
                 self.location.set_remote(aor, routes);
             }
             Command::PhonesMoved {
@@ -575,6 +587,7 @@ impl<S: Storage> Endpoint<S> {
                 }
             }
             Command::LookupResult { id, routes } => {
+                self.peer_ips.extend(routes.iter().map(|r| r.sip.ip()));
                 let Some(aor) = self.lookups.remove(&id) else {
                     return;
                 };
@@ -800,7 +813,11 @@ impl<S: Storage> Endpoint<S> {
                     tracing::debug!(peer_id = %peer.peer, node = %peer.node, "branch to another appliance");
                     resolved.push((Some(uri), target, true));
                 }
-                Hop::Same(target) => resolved.push((None, target, false)),
+                Hop::Same(target) => {
+                    let target = self.with_local(now, target);
+                    let to_peer = self.peer_ips.contains(&target.remote.ip());
+                    resolved.push((None, target, to_peer));
+                }
             }
         }
         if resolved.iter().any(|(_, t, _)| self.is_our_addr(t.remote)) {
@@ -881,6 +898,7 @@ impl<S: Storage> Endpoint<S> {
         let (routes, _) = proxy::pop_our_routes(&request, &us);
         match proxy::route(now, &request, &routes, arrival, &us, &self.location) {
             Decision::Relay { target } if !self.is_our_addr(target.remote) => {
+                let target = self.with_local(now, target);
                 let hash = proxy::loop_hash(&request);
                 let mut out = request;
                 let branch_seed = stable_hash(request_branch(&out));
@@ -1494,6 +1512,28 @@ impl<S: Storage> Endpoint<S> {
 
     fn is_our_addr(&self, addr: SocketAddr) -> bool {
         self.addrs.contains(&addr)
+    }
+
+    /// The local address a relayed request leaves from: our mesh address towards another
+    /// appliance (the phone-side address is the same on every appliance, so it means nothing
+    /// on the mesh), the address a phone registered to towards that phone, else where the
+    /// request arrived.
+    fn with_local(&self, now: Instant, target: Target) -> Target {
+        if let Some(mesh) = &self.config.mesh
+            && self.peer_ips.contains(&target.remote.ip())
+        {
+            return Target {
+                local: mesh.local,
+                ..target
+            };
+        }
+        match self.location.by_remote(now, target.remote) {
+            Some(b) => Target {
+                local: b.target.local,
+                ..target
+            },
+            None => target,
+        }
     }
 
     fn next_id(&mut self) -> u64 {

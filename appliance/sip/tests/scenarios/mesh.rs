@@ -173,3 +173,42 @@ fn a_phone_that_moved_to_another_appliance_loses_its_binding_here() {
         [Event::BindingsChanged { .. }]
     ));
 }
+
+#[test]
+fn an_in_dialog_request_towards_another_appliance_leaves_from_our_mesh_address() {
+    let mut net = mesh_net(57);
+    let alice = net.phone("10.0.1.2:5070", Answer::Silent);
+    let appliance_c = net.phone("10.99.0.3:5060", Answer::Silent);
+    net.command(Command::RemoteRoutes {
+        aor: "303".into(),
+        routes: vec![route_to(appliance_c)],
+        known: true,
+    });
+    // Alice's BYE follows the route set the INVITE recorded: us (both sides), then C.
+    let bye = format!(
+        "BYE sip:303@10.42.0.2:5090 SIP/2.0\r\nVia: SIP/2.0/UDP {alice};branch=z9hG4bKbye2\r\n\
+         Route: <sip:10.0.0.1:5060;lr>, <sip:10.99.0.1:5060;lr>, <sip:10.99.0.3:5060;lr>\r\n\
+         From: <sip:201@x>;tag=a\r\nTo: <sip:303@x>;tag=c\r\nCall-ID: dlg-mesh\r\nCSeq: 2 BYE\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    net.send(alice, &bye);
+    net.drive_for(Duration::from_millis(50));
+    let Some(Message::Request(at_c)) = net.phone_ref(appliance_c).received.first().cloned() else {
+        panic!("the BYE did not reach appliance C")
+    };
+    let via = fieldmesh_sip::message::print(at_c.top_via());
+    assert!(
+        via.contains("10.99.0.1:5060"),
+        "mesh-side Via, not the shared phone-side one: {via}"
+    );
+    let routes: Vec<String> = at_c
+        .routes()
+        .iter()
+        .map(fieldmesh_sip::message::print)
+        .collect();
+    assert_eq!(
+        routes,
+        vec!["<sip:10.99.0.3:5060;lr>".to_string()],
+        "our two entries popped"
+    );
+}
