@@ -4,6 +4,12 @@
 
 mod cli_config;
 mod durability;
+mod mesh_bridge;
+mod mesh_lab;
+mod mesh_line;
+mod mesh_partition;
+mod mesh_roaming;
+mod mesh_silent_death;
 mod phones_baresip;
 mod phones_linphone;
 mod raw;

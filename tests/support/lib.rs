@@ -7,6 +7,8 @@
 pub mod audio;
 pub mod baresip;
 pub mod http;
+pub mod impair;
+pub mod lab;
 pub mod linphone;
 pub mod node;
 pub mod ports;

@@ -1,7 +1,10 @@
 //! One `fieldmesh run` process: start it, wait until its status API answers, read its status,
 //! kill it by PID (gracefully or with SIGKILL) and start it again on the same state directory.
+//! A node can run inside a lab namespace ([`crate::lab::Lab::start_node`]): it is started under
+//! `ip netns exec` and its status API is read from a thread inside the namespace.
 
 use crate::http;
+use crate::lab::in_netns;
 use crate::ports::free_port;
 use crate::wait::wait_until;
 use std::fs;
@@ -19,6 +22,14 @@ pub struct NodeOptions {
     pub config_toml: Option<String>,
     /// Extra command-line arguments after `run`.
     pub extra_args: Vec<String>,
+    /// Network namespace to run in (`ip netns exec`); `None`: the test's own.
+    pub netns: Option<String>,
+    /// SIP listen address; `None`: a free port on `ip`.
+    pub sip_listen: Option<SocketAddr>,
+    /// Status API listen address; `None`: a free port on `ip`.
+    pub api_listen: Option<SocketAddr>,
+    /// Name in the test's log lines; `None`: the SIP address.
+    pub label: Option<String>,
 }
 
 impl Default for NodeOptions {
@@ -27,6 +38,10 @@ impl Default for NodeOptions {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             config_toml: None,
             extra_args: Vec::new(),
+            netns: None,
+            sip_listen: None,
+            api_listen: None,
+            label: None,
         }
     }
 }
@@ -41,8 +56,11 @@ pub struct Node {
     pub state_dir: PathBuf,
     /// Where the node's stderr goes, appended across restarts.
     pub log: PathBuf,
+    /// What the test's log lines call it (appliance name, or the SIP address).
+    pub label: String,
     opts: NodeOptions,
     child: Option<Child>,
+    started_at: Instant,
     _dir: tempfile::TempDir,
 }
 
@@ -55,15 +73,21 @@ impl Node {
     /// Starts a node and waits (up to 20 s) until its status API answers.
     pub fn start_with(opts: NodeOptions) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
-        let sip = SocketAddr::new(opts.ip, free_port(opts.ip));
-        let api = SocketAddr::new(opts.ip, free_port(opts.ip));
+        let sip = opts
+            .sip_listen
+            .unwrap_or_else(|| SocketAddr::new(opts.ip, free_port(opts.ip)));
+        let api = opts
+            .api_listen
+            .unwrap_or_else(|| SocketAddr::new(opts.ip, free_port(opts.ip)));
         let mut node = Node {
             sip,
             api,
             state_dir: dir.path().join("state"),
             log: dir.path().join("fieldmesh.log"),
+            label: opts.label.clone().unwrap_or_else(|| sip.to_string()),
             opts,
             child: None,
+            started_at: Instant::now(),
             _dir: dir,
         };
         node.spawn();
@@ -120,7 +144,16 @@ impl Node {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(Node::binary())
+        let mut command = match &self.opts.netns {
+            Some(netns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns]).arg(Node::binary());
+                c
+            }
+            None => Command::new(Node::binary()),
+        };
+        self.started_at = Instant::now();
+        let child = command
             .args(self.args())
             .env(
                 "RUST_LOG",
@@ -151,19 +184,38 @@ impl Node {
                         self.log_text()
                     );
                 }
-                http::get(self.api, "/api/status")
-                    .ok()
-                    .filter(|r| r.status == 200)
+                self.get_status().ok().filter(|r| r.status == 200)
             },
         );
-        eprintln!("node {} up in {:?}", self.sip, started.elapsed());
+        eprintln!("node {} up in {:?}", self.label, started.elapsed());
+    }
+
+    fn get_status(&self) -> std::io::Result<http::Reply> {
+        match &self.opts.netns {
+            Some(netns) => in_netns(netns, || http::get(self.api, "/api/status")),
+            None => http::get(self.api, "/api/status"),
+        }
     }
 
     /// The status API's JSON (`GET /api/status`).
     pub fn status(&self) -> serde_json::Value {
-        http::get(self.api, "/api/status")
-            .expect("status API answers")
+        self.get_status()
+            .unwrap_or_else(|e| panic!("status API of {} answers: {e}", self.label))
             .json()
+    }
+
+    /// When the running process was started.
+    pub fn started_at(&self) -> Instant {
+        self.started_at
+    }
+
+    /// The overlay identity from the status API (`peer_id`).
+    pub fn peer_id(&self) -> String {
+        let status = self.status();
+        status["peer_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: no peer_id in the status: {status}", self.label))
+            .to_string()
     }
 
     /// The extensions (AORs) that currently have at least one binding.
@@ -224,7 +276,8 @@ impl Drop for Node {
         self.kill9();
         if std::thread::panicking() {
             eprintln!(
-                "---- fieldmesh log ({}) ----\n{}",
+                "---- fieldmesh log of {} ({}) ----\n{}",
+                self.label,
                 self.log.display(),
                 tail(&self.log_text(), 200)
             );

@@ -6,7 +6,11 @@
 //! Exit codes (sipp 3.6): 0 every call succeeded, 1 at least one failed, 97 stopped by
 //! `-timeout` without `-timeout_error`, 99 no call processed, 254 cannot bind, 255 fatal error
 //! or `-timeout_error` fired. See /work/shared/NOTES-clients.md section 2.
+//!
+//! In the multi-appliance lab a phone runs inside a phone namespace on that namespace's
+//! address ([`Sipp::in_netns`], under `ip netns exec`).
 
+use crate::lab::in_netns;
 use crate::node::tail;
 use crate::ports::free_port;
 use crate::wait::wait_until;
@@ -33,6 +37,8 @@ pub fn scenario_path(name: &str) -> PathBuf {
 #[derive(Clone, Debug)]
 pub struct Sipp {
     scenario: String,
+    ip: IpAddr,
+    netns: Option<String>,
     port: u16,
     target: Option<SocketAddr>,
     calls: u32,
@@ -50,6 +56,8 @@ impl Sipp {
         assert!(path.is_file(), "no sipp scenario {}", path.display());
         Sipp {
             scenario: scenario.to_string(),
+            ip: LOOPBACK,
+            netns: None,
             port: free_port(LOOPBACK),
             target: None,
             calls: 1,
@@ -67,7 +75,20 @@ impl Sipp {
 
     /// The address sipp listens on.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::new(LOOPBACK, self.port)
+        SocketAddr::new(self.ip, self.port)
+    }
+
+    /// Runs inside network namespace `netns` (`ip netns exec`), bound to `ip` there.
+    pub fn in_netns(mut self, netns: &str, ip: IpAddr) -> Sipp {
+        self.netns = Some(netns.to_string());
+        self.ip = ip;
+        self
+    }
+
+    /// Listens on `port` instead of a fresh one (a phone that keeps its Contact port).
+    pub fn on_port(mut self, port: u16) -> Sipp {
+        self.port = port;
+        self
     }
 
     /// Sends to `target` (the node): makes this run a caller.
@@ -114,6 +135,12 @@ impl Sipp {
         self
     }
 
+    /// How long a caller waits for each expected message (`-recv_timeout`); 5 s by default.
+    pub fn recv_timeout(mut self, timeout: Duration) -> Sipp {
+        self.recv_timeout = timeout;
+        self
+    }
+
     /// Any other sipp argument.
     pub fn arg(mut self, arg: &str) -> Sipp {
         self.args.push(arg.to_string());
@@ -122,9 +149,14 @@ impl Sipp {
 
     /// What the logs call this run.
     fn label(&self) -> String {
+        let netns = self
+            .netns
+            .as_ref()
+            .map(|n| format!(" in {n}"))
+            .unwrap_or_default();
         match self.target {
-            Some(t) => format!("sipp {} {} -> {t}", self.scenario, self.addr()),
-            None => format!("sipp {} on {}", self.scenario, self.addr()),
+            Some(t) => format!("sipp {} {}{netns} -> {t}", self.scenario, self.addr()),
+            None => format!("sipp {} on {}{netns}", self.scenario, self.addr()),
         }
     }
 
@@ -137,7 +169,7 @@ impl Sipp {
         a.extend(["-sf".into(), path.display().to_string()]);
         a.extend([
             "-i".into(),
-            LOOPBACK.to_string(),
+            self.ip.to_string(),
             "-p".into(),
             self.port.to_string(),
         ]);
@@ -186,7 +218,15 @@ impl Sipp {
         let args = self.command_line();
         let out = fs::File::create(dir.path().join("stdout.log")).expect("sipp stdout log");
         let err = fs::File::create(dir.path().join("stderr.log")).expect("sipp stderr log");
-        let child = Command::new("sipp")
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns, "sipp"]);
+                c
+            }
+            None => Command::new("sipp"),
+        };
+        let child = command
             .args(&args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -196,6 +236,7 @@ impl Sipp {
             .unwrap_or_else(|e| panic!("cannot start sipp ({e}): install Debian's sip-tester"));
         let mut running = Running {
             port: self.port,
+            netns: self.netns.clone(),
             label: self.label(),
             command: format!("sipp {}", args.join(" ")),
             started: Instant::now(),
@@ -218,6 +259,7 @@ impl Sipp {
 /// A sipp process running in the background; killed (by its PID) when dropped unfinished.
 pub struct Running {
     port: u16,
+    netns: Option<String>,
     label: String,
     command: String,
     started: Instant,
@@ -243,10 +285,16 @@ impl Running {
                     self.logs()
                 );
             }
-            let taken = if tcp {
-                TcpListener::bind(addr).is_err()
-            } else {
-                UdpSocket::bind(addr).is_err()
+            let bind_fails = || {
+                if tcp {
+                    TcpListener::bind(addr).is_err()
+                } else {
+                    UdpSocket::bind(addr).is_err()
+                }
+            };
+            let taken = match &self.netns {
+                Some(netns) => in_netns(netns, bind_fails),
+                None => bind_fails(),
             };
             taken.then_some(())
         });

@@ -21,3 +21,23 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut condition: impl FnMut() 
 pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     wait_until(what, timeout, || condition().then_some(()));
 }
+
+/// Like [`wait_until`], but `condition` says why it does not hold yet (`Err(why)`), and the
+/// last reason is part of the failure message (e.g. the status JSON that was wrong).
+pub fn wait_until_why<T>(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match condition() {
+            Ok(value) => return value,
+            Err(why) => assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; last seen: {why}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

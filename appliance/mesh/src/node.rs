@@ -604,9 +604,15 @@ impl Node {
         }
         let now = Instant::now();
         let aor = record.aor.clone();
+        let (peer, seq, phones) = (
+            record.peer.clone(),
+            record.seq,
+            format!("{:?}", record.phones),
+        );
         if self.table.merge(now, record) == Merge::Stale {
             return false;
         }
+        tracing::debug!(aor = %aor, peer_id = %peer, seq, %phones, mine = ?self.own.get(&aor).map(|(r, _)| &r.phones), "record merged");
         self.emit_routes(&aor).await;
         if let Some((mine, _)) = self.own.get(&aor) {
             let moved = self.table.moved_away(now, &aor, &self.me, &mine.phones);

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# The image test (issue 7), run by .ci/run after the other tests; needs root.
+#   1. build the image from scratch (the .deb cache in $IMGWORK/debcache is kept)
+#   2. boot it under qemu -M virt: fieldmesh.service active; from the host, through the
+#      forwarded SIP port (TCP), a sipp REGISTER and an OPTIONS get 200
+#   3. mac80211_hwsim in the guest: a Wi-Fi client associates, gets a DHCP lease, resolves the
+#      appliance's name and registers a SIP phone over the simulated air (selftest "ap")
+#   4. two hwsim radios as 802.11s mesh points with batman-adv on top ping across ("mesh")
+#   5. two VMs discovering each other over bat0: not run yet (needs the mesh issue)
+# Env: IMGWORK (default /var/tmp/fieldmesh-img); FIELDMESH_IMAGE_REUSE=1 skips step 1 when
+# the image exists (for reruns by hand); FIELDMESH_SKIP_XZ=1 skips the .xz in step 1.
+# SIP from the host goes over TCP: see sipp_once.
+# Ends with "N passed, N failed, N skipped"; exits non-zero on any failure.
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+export REPO
+source "$REPO/image/config.sh"
+export IMGWORK
+[ "$(id -u)" = 0 ] || { echo "tests/image/run.sh: needs root" >&2; exit 1; }
+
+passed=0 failed=0 skipped=0
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", b-a}'; }
+result() { # STEP NAME PASS|FAIL T0 [DETAIL]
+    echo "==== image test step $1 ($2): $3 in $(secs "$4" "$(now)") s${5:+ ($5)}"
+    if [ "$3" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+}
+qemu_pid=""
+stop_qemu() {
+    [ -n "$qemu_pid" ] || return 0
+    kill "$qemu_pid" 2>/dev/null
+    for _ in $(seq 20); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$qemu_pid" 2>/dev/null
+    qemu_pid=""
+}
+trap stop_qemu EXIT
+wait_serial() { # FILE PATTERN SECONDS: waits for a line in the serial log
+    local deadline=$(( $(date +%s) + $3 ))
+    while [ "$(date +%s)" -lt $deadline ]; do
+        grep -qa -- "$2" "$1" 2>/dev/null && return 0
+        [ -n "$qemu_pid" ] && ! kill -0 "$qemu_pid" 2>/dev/null && return 1
+        sleep 1
+    done
+    return 1
+}
+boot() { # WORKDIR APPEND [BOOT.SH ARGS]: boots the image in the background; sets qemu_pid, SIP_PORT...
+    local w=$1 a=$2; shift 2
+    rm -rf "$w"
+    "$REPO/image/qemu/boot.sh" --background --work "$w" --append "$a" "$@" "$IMAGE" || return 1
+    qemu_pid=$(cat "$w/qemu.pid")
+    source "$w/ports"
+}
+sipp_once() { # SCENARIO-FILE USER: one sipp call over TCP to the forwarded SIP port, 3 s.
+    # TCP, because qemu's user networking with restrict=on drops every UDP datagram the guest
+    # sends (libslirp), so UDP answers could never come back; step 3 covers UDP over Wi-Fi.
+    local lport
+    lport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    (cd "$sippdir" && timeout --kill-after=5 10 sipp "127.0.0.1:$SIP_PORT" -sf "$1" \
+        -s "$2" -key cport "$lport" -key expires 120 -key domain fieldmesh.mesh \
+        -i 127.0.0.1 -p "$lport" -t t1 -m 1 \
+        -nostdin -timeout 3s -timeout_error -trace_err -error_file errors.log >/dev/null 2>&1)
+}
+
+# ---- step 1: build from scratch
+t0=$(now)
+if [ "${FIELDMESH_IMAGE_REUSE:-0}" = 1 ] && [ -f "$IMAGE" ]; then
+    echo "==== image test step 1: reusing $IMAGE (FIELDMESH_IMAGE_REUSE=1)"
+    result 1 build PASS "$t0" "reused"
+else
+    rm -rf "$ROOTFS_BASE" "$ROOTFS" "$IMAGE" "$IMAGE".*
+    if "$REPO/image/build.sh" && [ -f "$IMAGE" ]; then
+        result 1 build PASS "$t0" "$(du -m --apparent-size "$IMAGE" | cut -f1) MiB raw$([ -f "$IMAGE.xz" ] && echo ", $(du -m "$IMAGE.xz" | cut -f1) MiB .xz")"
+    else
+        result 1 build FAIL "$t0"
+        echo "$passed passed, $failed failed"
+        exit 1
+    fi
+fi
+
+sippdir=$IMGWORK/sipp && rm -rf "$sippdir" && mkdir -p "$sippdir"
+
+# ---- step 2: plain boot (no Wi-Fi: nothing may wait for a radio) with an operator's bad
+# settings file (tests/image/bad-settings.toml); SIP from the host
+t0=$(now)
+w=$IMGWORK/test-boot
+step2=FAIL detail=""
+if boot "$w" "systemd.wants=fieldmesh-selftest.service fieldmesh.selftest=diag" \
+        --settings "$REPO/tests/image/bad-settings.toml"; then
+    first200=""
+    deadline=$(( $(date +%s) + 400 ))
+    while [ "$(date +%s)" -lt $deadline ] && kill -0 "$qemu_pid" 2>/dev/null; do
+        if sipp_once "$REPO/tests/sipp/register.xml" 201; then first200=$(secs "$t0" "$(now)"); break; fi
+    done
+    if [ -n "$first200" ] && wait_serial "$w/serial.log" FIELDMESH-BOOT-OK 300; then
+        marker=$(grep -a -m1 FIELDMESH-BOOT-OK "$w/serial.log" | tr -d '\r')
+        echo "$marker"
+        wait_serial "$w/serial.log" FIELDMESH-SELFTEST-DONE 60
+        grep -a -E 'growroot:|fieldmesh setup:|diag: addr|diag: failed|FIELDMESH-SELFTEST diag' "$w/serial.log" \
+            | tr -d '\r' | sed 's/^.*\(growroot:\|fieldmesh setup:\|diag:\)/guest: \1/' | awk '!seen[$0]++'
+        named=0
+        for key in "wifi.passphrase: WPA2 needs 8" "wifi.channel: 13 is not allowed in country US" "wifi.colour: unknown key"; do
+            grep -qa "fieldmesh setup: .*$key" "$w/serial.log" && named=$((named + 1))
+        done
+        if ! echo "$marker" | grep -q 'fieldmesh=active'; then
+            detail="fieldmesh.service not active; "
+        elif ! sipp_once "$REPO/tests/image/options_domain.xml" 201; then
+            detail="OPTIONS got no 200; "
+        elif [ $named != 3 ]; then
+            detail="only $named of 3 bad settings named on the console; "
+        else
+            step2=PASS
+            detail="bad settings: 3 of 3 keys named, defaults used; "
+        fi
+        detail+="first REGISTER 200 ${first200} s after qemu start (TCG; field target on a Pi 4 ≤ 15 s)"
+    else
+        detail="no REGISTER 200 or no boot marker"
+    fi
+else
+    detail="qemu did not start"
+fi
+stop_qemu
+[ $step2 = PASS ] || { grep -a 'diag: ' "$w/serial.log"; tail -n 60 "$w/serial.log" 2>/dev/null; cat "$sippdir/errors.log" 2>/dev/null | tail -n 20; }
+result 2 "boot + SIP from the host" $step2 "$t0" "$detail"
+
+# ---- steps 3 and 4: one boot with four mac80211_hwsim radios; the guest runs its self-tests
+t0=$(now)
+w=$IMGWORK/test-hwsim
+append="modules-load=mac80211_hwsim mac80211_hwsim.radios=4 fieldmesh.selftest=ap,mesh fieldmesh.selftest.poweroff=1 systemd.wants=fieldmesh-selftest.service"
+if boot "$w" "$append"; then
+    wait_serial "$w/serial.log" FIELDMESH-SELFTEST-DONE 900
+fi
+stop_qemu
+grep -a -E 'selftest (ap|mesh):' "$w/serial.log" 2>/dev/null | tr -d '\r' | sed 's/^.*selftest /guest: selftest /' | awk '!seen[$0]++'
+for s in "3 ap Wi-Fi client: associate, DHCP, DNS, SIP REGISTER" "4 mesh 802.11s + batman-adv ping"; do
+    set -- $s
+    num=$1 name=$2; shift 2
+    line=$(grep -a -m1 "FIELDMESH-SELFTEST $name " "$w/serial.log" 2>/dev/null | tr -d '\r')
+    case "$line" in
+        *" PASS "*) r=PASS ;; *) r=FAIL ;;
+    esac
+    took=$(echo "$line" | awk '{print $4}')
+    echo "==== image test step $num ($name: $*): $r in ${took:-?} in the guest ($(secs "$t0" "$(now)") s since this boot's qemu start)"
+    if [ $r = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
+grep -qa 'FIELDMESH-SELFTEST .* FAIL\|FIELDMESH-SELFTEST-DONE' "$w/serial.log" 2>/dev/null \
+    && ! grep -qa 'FIELDMESH-SELFTEST .* FAIL' "$w/serial.log" || tail -n 80 "$w/serial.log" 2>/dev/null
+
+# ---- step 5
+echo "==== image test step 5 (two VMs over bat0: mDNS discovery, call across): NOT RUN YET (needs the mesh issue)"
+skipped=$((skipped + 1))
+
+echo "$passed passed, $failed failed, $skipped skipped"
+[ $failed = 0 ]
