@@ -705,7 +705,7 @@ impl Node {
             port,
             version,
         } = d;
-        if peer == self.swarm.local_peer_id().to_owned() {
+        if peer == *self.swarm.local_peer_id() {
             return;
         }
         let compatible = is_compatible(version);
@@ -815,13 +815,15 @@ impl Node {
                     self.publish(record);
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result, .. })) => {
-                if let Err(e) = result {
-                    // One missed ping (ping_timeout) is enough: a silent appliance must stop
-                    // receiving calls within seconds, and a live one reconnects at once.
-                    tracing::info!(peer_id = %peer, error = %e, "ping failed, dropping the connection");
-                    let _ = self.swarm.disconnect_peer_id(peer);
-                }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Err(e),
+                ..
+            })) => {
+                // One missed ping (ping_timeout) is enough: a silent appliance must stop
+                // receiving calls within seconds, and a live one reconnects at once.
+                tracing::info!(peer_id = %peer, error = %e, "ping failed, dropping the connection");
+                let _ = self.swarm.disconnect_peer_id(peer);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
