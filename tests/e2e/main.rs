@@ -10,6 +10,7 @@ mod mesh_line;
 mod mesh_partition;
 mod mesh_roaming;
 mod mesh_silent_death;
+mod messages_replicas;
 mod phones_baresip;
 mod phones_linphone;
 mod raw;

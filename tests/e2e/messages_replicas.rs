@@ -1,0 +1,76 @@
+//! Issue 6, stories 1 and 3 (messages): a MESSAGE for an extension that is away is answered
+//! 202 on appliance A and replicated; A then dies for good (kill -9, state deleted); the
+//! extension's phone registers on C and still receives every message, in order, once.
+
+use fieldmesh_tests::lab::{Lab, wait_neighbours};
+use fieldmesh_tests::node::NodeOptions;
+use fieldmesh_tests::wait::wait_for;
+use std::time::{Duration, Instant};
+
+#[test]
+fn messages_accepted_by_an_appliance_that_then_dies_reach_the_phone_on_another_in_order_once() {
+    let lab = Lab::new("messages-replicas");
+    let apps = ["a", "b", "c"].map(|n| lab.appliance(n));
+    let [a, _b, c] = &apps;
+    let mut nodes = apps
+        .each_ref()
+        .map(|x| lab.start_node(x, NodeOptions::default()));
+    wait_neighbours(&nodes.each_ref(), Duration::from_secs(10));
+
+    // X on A writes to 303, whose phone is nowhere: each message is answered 202 (sipp's
+    // message scenario accepts 202 as success).
+    a.caller("message")
+        .service("303")
+        .calls(3)
+        .rate(5)
+        .run()
+        .expect_success(3);
+    // Each message went to two other appliances before A goes.
+    wait_for(
+        "A to replicate 3 messages to 2 holders each",
+        Duration::from_secs(10),
+        || {
+            nodes[0].log_text().matches("message replicated").count() == 3
+                && nodes[0].log_text().matches("holders=2").count() == 3
+        },
+    );
+
+    // A is gone for good: killed, its state directory deleted.
+    nodes[0].kill9();
+    std::fs::remove_dir_all(&nodes[0].state_dir).expect("delete A's state");
+
+    // 303's phone registers on C and receives all three, in order, and nothing twice.
+    let t = Instant::now();
+    let inbox = c
+        .phone("uas_message")
+        .calls(3)
+        .timeout(Duration::from_secs(30))
+        .spawn();
+    c.register("303", inbox.port(), 300);
+    let got = inbox.wait();
+    got.expect_success(3);
+    eprintln!(
+        "3 stored messages delivered on C {:?} after the registration",
+        t.elapsed()
+    );
+    let bodies: Vec<String> = got
+        .received()
+        .iter()
+        .filter(|m| m.starts_with("MESSAGE "))
+        .filter_map(|m| m.lines().last().map(|l| l.trim().to_string()))
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![
+            "hello 1 from sipp",
+            "hello 2 from sipp",
+            "hello 3 from sipp"
+        ]
+    );
+    // C and B keep nothing for 303 any more.
+    std::thread::sleep(Duration::from_millis(500));
+    for node in &nodes[1..] {
+        let log = node.log_text();
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}
