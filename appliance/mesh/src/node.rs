@@ -334,6 +334,8 @@ struct Peer {
     /// Where mDNS says it listens (redialled after a partition heals).
     dial: Option<Multiaddr>,
     last_dial: Option<Instant>,
+    /// Last sign of life (a ping answered, or the connection coming up).
+    last_seen: Instant,
     bucket: (f64, Instant),
 }
 
@@ -667,6 +669,25 @@ impl Node {
         for l in due {
             let _ = l.reply.send(self.table.routes(now, &l.aor, &self.me));
         }
+        // Liveness: libp2p-ping reports its first failure silently and the second only after a
+        // new substream's negotiation times out (~15 s on a dead link), so keep our own clock:
+        // a neighbour silent for one interval plus the timeout is gone.
+        let silent_after = self.config.ping_interval + self.config.ping_timeout;
+        let silent: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                p.info.connected
+                    && now.duration_since(p.last_seen) > silent_after
+                    && self.swarm.is_connected(id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in silent {
+            tracing::info!(peer_id = %peer, "neighbour silent, treating it as gone");
+            self.mark_connected(peer, false).await;
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
         // Redial appliances mDNS told us about that are not connected (a healed partition).
         let redial: Vec<Multiaddr> = self
             .peers
@@ -726,6 +747,7 @@ impl Node {
             },
             dial: None,
             last_dial: None,
+            last_seen: Instant::now(),
             bucket: (RATE_BURST, Instant::now()),
         });
         entry.info.node = node;
@@ -754,6 +776,7 @@ impl Node {
             },
             dial: None,
             last_dial: None,
+            last_seen: now,
             bucket: (RATE_BURST, now),
         });
         let (tokens, at) = entry.bucket;
@@ -821,9 +844,24 @@ impl Node {
                 ..
             })) => {
                 // One missed ping (ping_timeout) is enough: a silent appliance must stop
-                // receiving calls within seconds, and a live one reconnects at once.
+                // receiving calls within seconds. Its routes go now; closing the connection
+                // over a dead link can take as long as TCP's retransmissions.
                 tracing::info!(peer_id = %peer, error = %e, "ping failed, dropping the connection");
+                self.mark_connected(peer, false).await;
                 let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(_),
+                ..
+            })) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.last_seen = Instant::now();
+                }
+                // A link that came back before the connection was torn down.
+                if self.peers.get(&peer).is_some_and(|p| !p.info.connected) {
+                    self.mark_connected(peer, true).await;
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
@@ -843,6 +881,9 @@ impl Node {
     async fn mark_connected(&mut self, peer: PeerId, connected: bool) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.info.connected = connected;
+            if connected {
+                p.last_seen = Instant::now();
+            }
         } else if connected {
             self.peers.insert(
                 peer,
@@ -857,6 +898,7 @@ impl Node {
                     },
                     dial: None,
                     last_dial: None,
+                    last_seen: Instant::now(),
                     bucket: (RATE_BURST, Instant::now()),
                 },
             );
