@@ -119,13 +119,14 @@ else
     detail="qemu did not start"
 fi
 stop_qemu
+rm -f "$w/image.img"   # the copy carrying the bad settings file
 [ $step2 = PASS ] || { grep -a 'diag: ' "$w/serial.log"; tail -n 60 "$w/serial.log" 2>/dev/null; cat "$sippdir/errors.log" 2>/dev/null | tail -n 20; }
 result 2 "boot + SIP from the host" $step2 "$t0" "$detail"
 
 # ---- steps 3 and 4: one boot with four mac80211_hwsim radios; the guest runs its self-tests
 t0=$(now)
 w=$IMGWORK/test-hwsim
-append="modules-load=mac80211_hwsim mac80211_hwsim.radios=4 fieldmesh.selftest=ap,mesh fieldmesh.selftest.poweroff=1 systemd.wants=fieldmesh-selftest.service"
+append="modules-load=mac80211_hwsim mac80211_hwsim.radios=4 fieldmesh.selftest=ap,mesh,diag fieldmesh.selftest.poweroff=1 systemd.wants=fieldmesh-selftest.service"
 if boot "$w" "$append"; then
     wait_serial "$w/serial.log" FIELDMESH-SELFTEST-DONE 900
 fi
