@@ -35,18 +35,13 @@ pub(crate) fn start(
     if !file.mesh_enabled {
         return Ok(None);
     }
-    let interfaces: Vec<String> = match file.mesh_interface.as_slice() {
-        [] => {
-            if interface_ipv4("bat0").is_none() {
-                tracing::info!(
-                    "no mesh interface (bat0) and none configured: serving this appliance's phones alone"
-                );
-                return Ok(None);
-            }
-            vec!["bat0".to_string()]
-        }
-        names => names.to_vec(),
-    };
+    let interfaces = mesh_interfaces(config);
+    if interfaces.is_empty() {
+        tracing::info!(
+            "no mesh interface (bat0) and none configured: serving this appliance's phones alone"
+        );
+        return Ok(None);
+    }
     let ips = interfaces
         .iter()
         .map(|name| interface_ipv4(name).ok_or_else(|| OverlayError::NoAddress(name.clone())))
@@ -204,6 +199,54 @@ pub(crate) fn announce_all(mesh: &Mesh, endpoint: &Endpoint<SqlStorage>, now: In
     for aor in aors {
         announce(mesh, endpoint, &aor, now);
     }
+}
+
+/// The mesh interfaces to use: the configured ones, else `bat0` if the machine has it; none
+/// means a single appliance.
+pub(crate) fn mesh_interfaces(config: &Config) -> Vec<String> {
+    let file = &config.file;
+    if !file.mesh_enabled {
+        return Vec::new();
+    }
+    match file.mesh_interface.as_slice() {
+        [] if interface_exists("bat0") => vec!["bat0".to_string()],
+        [] => Vec::new(),
+        names => names.to_vec(),
+    }
+}
+
+/// Starts the overlay as soon as the mesh interfaces have their addresses. On the Pi, bat0's
+/// address arrives seconds after the daemon starts; the phones are served meanwhile.
+pub(crate) async fn start_when_ready(
+    config: Config,
+    sip_port: u16,
+    ready: tokio::sync::mpsc::Sender<(Link, MeshSide)>,
+) {
+    let mut waited = 0u32;
+    loop {
+        match start(&config, sip_port) {
+            Ok(Some(started)) => {
+                let _ = ready.send(started).await;
+                return;
+            }
+            Ok(None) => return,
+            Err(OverlayError::NoAddress(name)) => {
+                if waited.is_multiple_of(30) {
+                    tracing::info!(interface = %name, "mesh interface has no IPv4 address yet; waiting");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "overlay did not start; serving this appliance's phones alone");
+                return;
+            }
+        }
+        waited += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn interface_exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
 }
 
 /// The first IPv4 address of interface `name`.

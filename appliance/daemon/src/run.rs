@@ -17,8 +17,6 @@ pub(crate) enum StartError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Bind(#[from] driver::sip::BindError),
-    #[error(transparent)]
-    Overlay(#[from] overlay::OverlayError),
     #[error("api.listen {addr}: {source}")]
     Api {
         addr: std::net::SocketAddr,
@@ -45,13 +43,14 @@ pub(crate) async fn run(
     let sockets = driver::sip::Sockets::bind(&file.sip_listen)?;
     let listen = sockets.local_addrs();
     let sip_port = listen.first().map_or(5060, |a| a.port());
-    let (link, mesh_side) = match overlay::start(&config, sip_port)? {
-        Some((link, side)) => (Some(link), Some(side)),
-        None => (None, None),
-    };
-    let mesh_handle = link.as_ref().map(|l| l.mesh.clone());
+    // The overlay starts when the mesh interface has an address (at once in tests; seconds
+    // after boot on the Pi); until then the appliance serves its own phones.
+    let (late_tx, late_rx) = mpsc::channel(1);
+    let (mesh_tx, mesh_rx) = watch::channel::<Option<mesh::Mesh>>(None);
+    let mesh_handle = mesh_rx.clone();
+    let overlay_task = tokio::spawn(overlay::start_when_ready(config.clone(), sip_port, late_tx));
     let sip_config = sip::Config {
-        mesh: mesh_side,
+        mesh: None,
         intervals: sip::Intervals {
             t1: file.t1,
             t2: file.t2,
@@ -78,7 +77,7 @@ pub(crate) async fn run(
     let (status_tx, status_rx) = mpsc::channel(16);
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = web::ApiState {
-        mesh: mesh_handle.clone(),
+        mesh: mesh_rx,
         node: config.node_name.clone(),
         started,
         sip_listen: listen.clone(),
@@ -96,7 +95,8 @@ pub(crate) async fn run(
     });
     let sip_task = tokio::spawn(driver::sip::run(
         endpoint,
-        link,
+        late_rx,
+        mesh_tx,
         sockets,
         file.max_message_bytes,
         status_rx,
@@ -112,7 +112,9 @@ pub(crate) async fn run(
 
     shutdown.await;
     tracing::info!("shutting down");
-    if let Some(mesh) = &mesh_handle {
+    overlay_task.abort();
+    let mesh = mesh_handle.borrow().clone();
+    if let Some(mesh) = mesh {
         // Close overlay connections first: neighbours withdraw our routes at once.
         mesh.shutdown().await;
     }

@@ -131,6 +131,8 @@ pub enum Command {
     StoreReplicas { messages: Vec<StoredMessage> },
     /// These messages were delivered somewhere: forget them.
     ForgetMessages { ids: Vec<String> },
+    /// The overlay came up (the mesh interface got its address): this is our mesh side.
+    MeshUp { side: MeshSide },
 }
 
 /// What the endpoint asks for.
@@ -578,6 +580,10 @@ impl<S: Storage> Endpoint<S> {
                         self.deliver_pending(now, &aor);
                     }
                 }
+            }
+            Command::MeshUp { side } => {
+                self.addrs.insert(side.local);
+                self.config.mesh = Some(side);
             }
             Command::ForgetMessages { ids } => {
                 for id in ids {

@@ -132,7 +132,8 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Runs the driver until `shutdown` turns true.
 pub(crate) async fn run(
     mut endpoint: Endpoint<SqlStorage>,
-    mut overlay: Option<crate::overlay::Link>,
+    mut late: mpsc::Receiver<(crate::overlay::Link, sip::MeshSide)>,
+    mesh_tx: watch::Sender<Option<mesh::Mesh>>,
     sockets: Sockets,
     max_message_bytes: usize,
     mut status: mpsc::Receiver<StatusRequest>,
@@ -162,9 +163,7 @@ pub(crate) async fn run(
     // Lookup answers come back from their own tasks; bounded like every channel.
     let (lookups_tx, mut lookups) = mpsc::channel::<(u64, Vec<sip::RemoteRoute>)>(64);
     let (replicas_tx, mut fetched) = mpsc::channel::<Vec<sip::StoredMessage>>(64);
-    if let Some(link) = &overlay {
-        crate::overlay::announce_all(&link.mesh, &endpoint, Instant::now());
-    }
+    let mut overlay: Option<crate::overlay::Link> = None;
     loop {
         let deadline = endpoint.poll_timeout();
         let sleep = async {
@@ -206,6 +205,14 @@ pub(crate) async fn run(
                 } else if let Some(command) = crate::overlay::command(event) {
                     endpoint.handle_input(Instant::now(), Input::Command(command));
                 }
+            }
+            Some((link, side)) = late.recv() => {
+                // The overlay is up: tell the core where the mesh side is, and everyone what
+                // we serve (a restarted appliance is reachable again without re-registrations).
+                let _ = mesh_tx.send(Some(link.mesh.clone()));
+                endpoint.handle_input(Instant::now(), Input::Command(sip::Command::MeshUp { side }));
+                crate::overlay::announce_all(&link.mesh, &endpoint, Instant::now());
+                overlay = Some(link);
             }
             Some(messages) = fetched.recv() => {
                 endpoint.handle_input(Instant::now(), Input::Command(sip::Command::StoreReplicas { messages }));

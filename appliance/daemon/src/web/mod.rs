@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Clone)]
 pub(crate) struct ApiState {
     /// The overlay, when this appliance is part of one.
-    pub(crate) mesh: Option<mesh::Mesh>,
+    pub(crate) mesh: tokio::sync::watch::Receiver<Option<mesh::Mesh>>,
     pub(crate) node: String,
     pub(crate) started: Instant,
     pub(crate) sip_listen: Vec<SocketAddr>,
@@ -68,7 +68,8 @@ async fn status(State(state): State<ApiState>) -> impl IntoResponse {
     ) else {
         return (StatusCode::SERVICE_UNAVAILABLE, "SIP core not answering").into_response();
     };
-    let overlay = match &state.mesh {
+    let mesh = state.mesh.borrow().clone();
+    let overlay = match &mesh {
         Some(mesh) => mesh.status().await,
         None => None,
     };
@@ -91,7 +92,7 @@ async fn status(State(state): State<ApiState>) -> impl IntoResponse {
                 .collect(),
         ),
         None => (
-            state.mesh.as_ref().map(|m| m.peer_id().to_base58()),
+            mesh.as_ref().map(|m| m.peer_id().to_base58()),
             Vec::new(),
             Vec::new(),
         ),
