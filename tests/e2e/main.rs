@@ -6,6 +6,7 @@ mod cli_config;
 mod durability;
 mod mesh_bridge;
 mod mesh_lab;
+mod mesh_late_address;
 mod mesh_line;
 mod mesh_partition;
 mod mesh_roaming;

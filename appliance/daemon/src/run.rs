@@ -48,6 +48,14 @@ pub(crate) async fn run(
     let (late_tx, late_rx) = mpsc::channel(1);
     let (mesh_tx, mesh_rx) = watch::channel::<Option<mesh::Mesh>>(None);
     let mesh_handle = mesh_rx.clone();
+    // The identity is the appliance's from the start, whether or not the mesh is up yet.
+    let peer_id = if overlay::mesh_interfaces(&config).is_empty() {
+        None
+    } else {
+        mesh::load_or_create_identity(&config.state_dir.join("overlay.key"))
+            .ok()
+            .map(|k| k.public().to_peer_id().to_base58())
+    };
     let overlay_task = tokio::spawn(overlay::start_when_ready(config.clone(), sip_port, late_tx));
     let sip_config = sip::Config {
         mesh: None,
@@ -78,6 +86,7 @@ pub(crate) async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = web::ApiState {
         mesh: mesh_rx,
+        peer_id,
         node: config.node_name.clone(),
         started,
         sip_listen: listen.clone(),

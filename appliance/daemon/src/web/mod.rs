@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) struct ApiState {
     /// The overlay, when this appliance is part of one.
     pub(crate) mesh: tokio::sync::watch::Receiver<Option<mesh::Mesh>>,
+    /// Our overlay identity, known from the state directory before the overlay is up.
+    pub(crate) peer_id: Option<String>,
     pub(crate) node: String,
     pub(crate) started: Instant,
     pub(crate) sip_listen: Vec<SocketAddr>,
@@ -92,7 +94,9 @@ async fn status(State(state): State<ApiState>) -> impl IntoResponse {
                 .collect(),
         ),
         None => (
-            mesh.as_ref().map(|m| m.peer_id().to_base58()),
+            mesh.as_ref()
+                .map(|m| m.peer_id().to_base58())
+                .or_else(|| state.peer_id.clone()),
             Vec::new(),
             Vec::new(),
         ),
