@@ -1026,7 +1026,7 @@ impl Node {
                     }
                 }
                 tracing::debug!(peer_id = %peer, count, "sync received");
-                self.replica_answered(request_id, response.replicas);
+                self.replica_settled(request_id, Some(response.replicas));
                 self.lookup_answered(request_id);
             }
             Event::OutboundFailure {
@@ -1036,15 +1036,16 @@ impl Node {
                 ..
             } => {
                 tracing::debug!(peer_id = %peer, error = %error, "sync request failed");
-                self.replica_failed(request_id);
+                self.replica_settled(request_id, None);
                 self.lookup_answered(request_id);
             }
             _ => {}
         }
     }
 
-    /// A replication or fetch request was answered.
-    fn replica_answered(&mut self, id: OutboundRequestId, replicas: Vec<Replica>) {
+    /// A replication or fetch request settled: `Some` with what came back, `None` if it
+    /// failed (counted as answered with nothing, so no caller waits for a dead neighbour).
+    fn replica_settled(&mut self, id: OutboundRequestId, answer: Option<Vec<Replica>>) {
         if let Some(i) = self
             .replications
             .iter()
@@ -1052,7 +1053,7 @@ impl Node {
         {
             let (ids, acked, _) = &mut self.replications[i];
             ids.remove(&id);
-            *acked += 1;
+            *acked += usize::from(answer.is_some());
             if ids.is_empty() {
                 let (_, acked, reply) = self.replications.swap_remove(i);
                 let _ = reply.send(acked);
@@ -1066,39 +1067,13 @@ impl Node {
             let f = &mut self.fetches[i];
             f.outstanding.remove(&id);
             f.found.extend(
-                replicas
+                answer
+                    .unwrap_or_default()
                     .into_iter()
                     .take(1000)
                     .filter(|r| r.check().is_ok()),
             );
             if f.outstanding.is_empty() {
-                let f = self.fetches.swap_remove(i);
-                let _ = f.reply.send(dedup(f.found));
-            }
-        }
-    }
-
-    /// A replication or fetch request failed: it counts as answered with nothing.
-    fn replica_failed(&mut self, id: OutboundRequestId) {
-        if let Some(i) = self
-            .replications
-            .iter()
-            .position(|(ids, _, _)| ids.contains(&id))
-        {
-            let (ids, _, _) = &mut self.replications[i];
-            ids.remove(&id);
-            if ids.is_empty() {
-                let (_, acked, reply) = self.replications.swap_remove(i);
-                let _ = reply.send(acked);
-            }
-        }
-        if let Some(i) = self
-            .fetches
-            .iter()
-            .position(|f| f.outstanding.contains(&id))
-        {
-            self.fetches[i].outstanding.remove(&id);
-            if self.fetches[i].outstanding.is_empty() {
                 let f = self.fetches.swap_remove(i);
                 let _ = f.reply.send(dedup(f.found));
             }
