@@ -74,3 +74,42 @@ fn messages_accepted_by_an_appliance_that_then_dies_reach_the_phone_on_another_i
         assert!(!log.contains("panicked"), "{log}");
     }
 }
+
+/// Issue 6, story 5: a message accepted on A while C (where the recipient's phone lives) is cut
+/// off is delivered to that phone after the partition heals, when the phone next registers.
+#[test]
+fn a_message_accepted_during_a_partition_reaches_the_phone_after_the_heal() {
+    use fieldmesh_tests::lab::wait_peer_gone;
+    let lab = Lab::new("messages-partition");
+    let apps = ["a", "b", "c"].map(|n| lab.appliance(n));
+    let [a, _b, c] = &apps;
+    let nodes = apps
+        .each_ref()
+        .map(|x| lab.start_node(x, NodeOptions::default()));
+    wait_neighbours(&nodes.each_ref(), Duration::from_secs(10));
+    let inbox = c
+        .phone("uas_message")
+        .calls(1)
+        .timeout(Duration::from_secs(60))
+        .spawn();
+    let port = inbox.port();
+    c.register("404", port, 300);
+
+    // C is cut off; once A has noticed, A's phone writes to 404.
+    lab.link_down(c);
+    let c_id = nodes[2].peer_id();
+    wait_peer_gone(&[&nodes[0]], &c_id, Instant::now(), Duration::from_secs(15));
+    a.caller("message").service("404").run().expect_success(1);
+    assert!(
+        nodes[0]
+            .log_text()
+            .contains("message stored for later delivery"),
+        "A stored it"
+    );
+
+    // The link comes back; at its next refresh the phone on C gets the message.
+    lab.link_up(c);
+    wait_neighbours(&nodes.each_ref(), Duration::from_secs(15));
+    c.register("404", port, 300);
+    inbox.wait().expect_success(1);
+}

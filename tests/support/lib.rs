@@ -13,4 +13,5 @@ pub mod linphone;
 pub mod node;
 pub mod ports;
 pub mod sipp;
+pub mod trace;
 pub mod wait;
