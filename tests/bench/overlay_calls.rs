@@ -86,7 +86,7 @@ struct Figures {
     cold_now_known: usize,
     cold_routable: Vec<f64>,
     warm: Vec<f64>,
-    /// REGISTER's 200 → the record is live at the caller's appliance (ms).
+    /// REGISTER done (its sipp exited) → the record is live at the caller's appliance (ms).
     route_ms: Vec<f64>,
     failed: u64,
     retransmissions: u64,
@@ -203,7 +203,7 @@ fn measure(
             |_| true,
         )
     };
-    let mut call = |f: &mut Figures, ext: &str, calls: u32| -> Vec<f64> {
+    let call = |f: &mut Figures, ext: &str, calls: u32| -> Vec<f64> {
         let mut sipp = caller
             .caller("uac_proxy")
             .service(ext)
@@ -357,7 +357,7 @@ fn render(cfg: &Settings, binary: &Path, two: &Figures, three: &Figures, took: D
         "INVITE→180, cold right after REGISTER, p50",
         &|f| {
             format!(
-                "{} ({} timed; record already known at call: {})",
+                "{} ({} timed; record already in the caller's table at the call: {})",
                 ms(percentile(&f.cold_now, 0.5)),
                 f.cold_now.len(),
                 f.cold_now_known
@@ -387,7 +387,7 @@ fn render(cfg: &Settings, binary: &Path, two: &Figures, three: &Figures, took: D
         "none set",
     );
     row(
-        "REGISTER 200 → routable at the caller's appliance, p50 / max",
+        "REGISTER done (its sipp exited) → record live at the caller's appliance, p50 / max",
         &|f| {
             format!(
                 "{} / {}",

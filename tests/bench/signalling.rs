@@ -35,7 +35,7 @@ use fieldmesh_tests::wait::wait_until;
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -1544,7 +1544,7 @@ fn render(machine: &Machine, cfg: &Settings, rows: &Rows, took: Duration) -> Str
     );
     row(
         "Calls across the overlay (2 and 3 appliances), INVITE→180 cold / warm",
-        "needs mesh bench".into(),
+        "see `--bench overlay_calls`".into(),
         "-".into(),
         "-".into(),
         "-",
