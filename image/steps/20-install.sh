@@ -11,7 +11,10 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_PATH=/usr/lib/aarch64-linux-gnu/pkgconfig
 export PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig
 (cd "$REPO" && flock /tmp/fm-cargo.lock cargo build --release -p fieldmesh --target "$RUST_TARGET")
-bin=$REPO/target/$RUST_TARGET/release/fieldmesh
+# Where cargo put it: CARGO_TARGET_DIR when set (relative to the repository), else target/.
+target_dir=${CARGO_TARGET_DIR:-$REPO/target}
+case $target_dir in /*) ;; *) target_dir=$REPO/$target_dir ;; esac
+bin=$target_dir/$RUST_TARGET/release/fieldmesh
 
 rm -rf "$ROOTFS"
 cp -a "$ROOTFS_BASE" "$ROOTFS"
