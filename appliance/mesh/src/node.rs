@@ -184,67 +184,46 @@ impl Mesh {
 
     /// Where `aor` is served, asking the overlay when the table does not know (bounded).
     pub async fn lookup(&self, aor: String) -> Vec<Route> {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Lookup { aor, reply })
+        self.ask(LOOKUP_TIMEOUT * 2, |reply| Command::Lookup { aor, reply })
             .await
-            .is_err()
-        {
-            return Vec::new();
-        }
-        tokio::time::timeout(LOOKUP_TIMEOUT * 2, rx)
-            .await
-            .ok()
-            .and_then(Result::ok)
             .unwrap_or_default()
     }
 
     pub async fn status(&self) -> Option<MeshStatus> {
-        let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Status { reply }).await.ok()?;
-        tokio::time::timeout(Duration::from_secs(2), rx)
+        self.ask(Duration::from_secs(2), |reply| Command::Status { reply })
             .await
-            .ok()?
-            .ok()
     }
 
     /// Sends `replicas` to up to `k` connected neighbours (those whose ids are closest to the
     /// first replica's id, so the same message lands on the same holders); returns how many
     /// took them.
     pub async fn replicate(&self, replicas: Vec<Replica>, k: usize) -> usize {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Replicate { replicas, k, reply })
-            .await
-            .is_err()
-        {
-            return 0;
-        }
-        tokio::time::timeout(Duration::from_secs(5), rx)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(0)
+        self.ask(Duration::from_secs(5), |reply| Command::Replicate {
+            replicas,
+            k,
+            reply,
+        })
+        .await
+        .unwrap_or(0)
     }
 
     /// What the neighbours hold for `aor` (bounded: whoever answers in time).
     pub async fn fetch(&self, aor: String) -> Vec<Replica> {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Fetch { aor, reply })
+        self.ask(LOOKUP_TIMEOUT * 2, |reply| Command::Fetch { aor, reply })
             .await
-            .is_err()
-        {
-            return Vec::new();
-        }
-        tokio::time::timeout(LOOKUP_TIMEOUT * 2, rx)
-            .await
-            .ok()
-            .and_then(Result::ok)
             .unwrap_or_default()
+    }
+
+    /// Sends a command carrying a reply channel and waits at most `wait` for the answer; `None`
+    /// if the node is gone or too slow.
+    async fn ask<T>(
+        &self,
+        wait: Duration,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(command(reply)).await.ok()?;
+        tokio::time::timeout(wait, rx).await.ok()?.ok()
     }
 
     /// Answers a [`MeshEvent::FetchRequest`].
