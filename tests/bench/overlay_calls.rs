@@ -119,7 +119,7 @@ fn main() {
     let three = run_line(&cfg, impairment);
     let report = render(&cfg, &binary, &two, &three, started.elapsed());
     println!("\n{report}");
-    write_report(&report);
+    fieldmesh_tests::trace::write_report("overlay-calls", &report);
 }
 
 /// A on `br0`, B behind one hop.
@@ -420,28 +420,4 @@ fn render(cfg: &Settings, binary: &Path, two: &Figures, three: &Figures, took: D
          same 2 cores as the appliances and the hop thread."
     );
     out
-}
-
-fn write_report(report: &str) {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("bench");
-    if let Err(e) = fs::create_dir_all(&dir) {
-        eprintln!("cannot create {}: {e}", dir.display());
-        return;
-    }
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    for name in [
-        format!("overlay-calls-{unix}.md"),
-        "overlay-calls-latest.md".into(),
-    ] {
-        let path = dir.join(name);
-        match fs::write(&path, report) {
-            Ok(()) => eprintln!("wrote {}", path.display()),
-            Err(e) => eprintln!("cannot write {}: {e}", path.display()),
-        }
-    }
 }

@@ -91,7 +91,7 @@ fn main() {
     let rows = bench.run();
     let report = render(&machine, &bench.cfg, &rows, started.elapsed());
     println!("\n{report}");
-    write_report(&report);
+    fieldmesh_tests::trace::write_report("signalling", &report);
 }
 
 /// The bench's temp dir is `<tmp>/fieldmesh-bench-<pid>-XXXXXX`.
@@ -1655,25 +1655,4 @@ fn render(machine: &Machine, cfg: &Settings, rows: &Rows, took: Duration) -> Str
          windows, sipp and the SUT included: other load there makes the figures noisier."
     );
     out
-}
-
-fn write_report(report: &str) {
-    let dir = target_dir().join("bench");
-    if let Err(e) = fs::create_dir_all(&dir) {
-        eprintln!("cannot create {}: {e}", dir.display());
-        return;
-    }
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    for name in [
-        format!("signalling-{unix}.md"),
-        "signalling-latest.md".into(),
-    ] {
-        let path = dir.join(name);
-        match fs::write(&path, report) {
-            Ok(()) => eprintln!("wrote {}", path.display()),
-            Err(e) => eprintln!("cannot write {}: {e}", path.display()),
-        }
-    }
 }

@@ -1,7 +1,33 @@
-//! Call-setup latency from sipp's `-trace_msg` log, shared by the benchmarks (`bench/`).
+//! What the benchmarks (`bench/`) share: call-setup latency from sipp's `-trace_msg` log, and
+//! writing a result table under the target directory.
 //! sipp's `-trace_rtt` has 4 ms steps here; the message log has µs timestamps.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Writes a bench's Markdown `report` to `target/bench/<stem>-<unix time>.md` and
+/// `target/bench/<stem>-latest.md` (honouring `CARGO_TARGET_DIR`), so runs can be compared.
+pub fn write_report(stem: &str, report: &str) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("bench");
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("cannot create {}: {e}", dir.display());
+        return;
+    }
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for name in [format!("{stem}-{unix}.md"), format!("{stem}-latest.md")] {
+        let path = dir.join(name);
+        match std::fs::write(&path, report) {
+            Ok(()) => eprintln!("wrote {}", path.display()),
+            Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+        }
+    }
+}
 
 /// INVITE sent -> first 180 received, per Call-ID, in ms, from the text of sipp's `-trace_msg` log
 /// (blocks that start with a dashed line and a `YYYY-MM-DD HH:MM:SS.ffffff` timestamp).

@@ -318,6 +318,26 @@ struct Peer {
     bucket: (f64, Instant),
 }
 
+impl Peer {
+    /// A neighbour we know nothing more about yet than its id.
+    fn new(peer: PeerId, now: Instant, connected: bool) -> Peer {
+        Peer {
+            info: PeerInfo {
+                peer_id: peer.to_base58(),
+                node: String::new(),
+                addrs: Vec::new(),
+                version: PROTOCOL_VERSION,
+                compatible: true,
+                connected,
+            },
+            dial: None,
+            last_dial: None,
+            last_seen: now,
+            bucket: (RATE_BURST, now),
+        }
+    }
+}
+
 struct PendingLookup {
     aor: String,
     reply: oneshot::Sender<Vec<Route>>,
@@ -715,20 +735,10 @@ impl Node {
         let dial = Multiaddr::from(addr)
             .with(Protocol::Tcp(port))
             .with(Protocol::P2p(peer));
-        let entry = self.peers.entry(peer).or_insert_with(|| Peer {
-            info: PeerInfo {
-                peer_id: peer.to_base58(),
-                node: node.clone(),
-                addrs: Vec::new(),
-                version,
-                compatible,
-                connected: false,
-            },
-            dial: None,
-            last_dial: None,
-            last_seen: Instant::now(),
-            bucket: (RATE_BURST, Instant::now()),
-        });
+        let entry = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| Peer::new(peer, Instant::now(), false));
         entry.info.node = node;
         entry.info.version = version;
         entry.info.compatible = compatible;
@@ -744,20 +754,10 @@ impl Node {
     /// Token bucket per peer: `false` when `peer` publishes faster than we accept.
     fn allow(&mut self, peer: PeerId) -> bool {
         let now = Instant::now();
-        let entry = self.peers.entry(peer).or_insert_with(|| Peer {
-            info: PeerInfo {
-                peer_id: peer.to_base58(),
-                node: String::new(),
-                addrs: Vec::new(),
-                version: PROTOCOL_VERSION,
-                compatible: true,
-                connected: true,
-            },
-            dial: None,
-            last_dial: None,
-            last_seen: now,
-            bucket: (RATE_BURST, now),
-        });
+        let entry = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| Peer::new(peer, now, true));
         let (tokens, at) = entry.bucket;
         let tokens = (tokens + now.duration_since(at).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST);
         if tokens < 1.0 {
@@ -864,23 +864,8 @@ impl Node {
                 p.last_seen = Instant::now();
             }
         } else if connected {
-            self.peers.insert(
-                peer,
-                Peer {
-                    info: PeerInfo {
-                        peer_id: peer.to_base58(),
-                        node: String::new(),
-                        addrs: Vec::new(),
-                        version: PROTOCOL_VERSION,
-                        compatible: true,
-                        connected: true,
-                    },
-                    dial: None,
-                    last_dial: None,
-                    last_seen: Instant::now(),
-                    bucket: (RATE_BURST, Instant::now()),
-                },
-            );
+            self.peers
+                .insert(peer, Peer::new(peer, Instant::now(), true));
         }
         for aor in self.table.set_suspended(&peer.to_base58(), !connected) {
             self.emit_routes(&aor).await;
