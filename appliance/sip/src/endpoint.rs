@@ -6,6 +6,7 @@
 //! [`Endpoint::poll_timeout`] and feed [`Input::Timeout`].
 
 use crate::location::{Aor, Binding, BindingRecord, Location, RemoteRoute, Target};
+use crate::media::{self, Media, Toward};
 use crate::message::{self, Message, Method, ParseError, Request, Response};
 use crate::messaging::{MessagingConfig, StoredMessage};
 use crate::proxy::{self, Context, Decision, Us};
@@ -52,6 +53,9 @@ pub struct Config {
     pub mesh: Option<MeshSide>,
     /// Store-and-forward for MESSAGE.
     pub messaging: MessagingConfig,
+    /// The echo test number (`*43`): answered by the appliance, which plays back what it
+    /// hears. `None` turns the service off. Needs a [`Media`] (see [`Endpoint::set_media`]).
+    pub echo: Option<String>,
 }
 
 /// How the endpoint reaches other appliances.
@@ -80,6 +84,7 @@ impl Default for Config {
             rng_seed: 0,
             mesh: None,
             messaging: MessagingConfig::default(),
+            echo: Some("*43".to_string()),
         }
     }
 }
@@ -187,6 +192,9 @@ struct ClientEntry {
     heard: bool,
     /// A stored message this transaction delivers: (extension, message id).
     delivery: Option<(Aor, String)>,
+    /// The branch crosses the appliance (phone side ↔ mesh side): SDP in its responses is
+    /// anchored towards this side.
+    crossing: Option<Toward>,
 }
 
 impl ClientEntry {
@@ -251,6 +259,10 @@ pub struct Endpoint<S: Storage> {
     /// Deliveries in progress: per extension, the message in flight and how many of its
     /// branches are still out.
     deliveries: HashMap<Aor, Delivery>,
+    /// The media relay, when the daemon has one: SDP that crosses the appliance goes through it.
+    media: Option<Box<dyn Media + Send>>,
+    /// Calls to the echo service we answered (Call-ID → our To tag), bounded by the relay.
+    echo_calls: HashMap<String, String>,
 }
 
 /// One stored message being delivered to the phones of its extension.
@@ -288,7 +300,14 @@ impl<S: Storage> Endpoint<S> {
             peer_ips: HashSet::new(),
             stored_late: HashMap::new(),
             deliveries: HashMap::new(),
+            media: None,
+            echo_calls: HashMap::new(),
         }
+    }
+
+    /// Anchors media of calls that cross the appliance (and serves the echo number) from now on.
+    pub fn set_media(&mut self, media: Box<dyn Media + Send>) {
+        self.media = Some(media);
     }
 
     /// Puts back bindings and known extensions read from durable storage at start.
@@ -458,6 +477,9 @@ impl<S: Storage> Endpoint<S> {
 
     /// Routes a new request (its server transaction `id` exists) and carries the decision out.
     fn dispatch(&mut self, now: Instant, id: u64) {
+        if self.is_echo(&self.servers[&id].request) {
+            return self.serve_echo(now, id);
+        }
         let entry = &self.servers[&id];
         let arrival = entry.reply;
         let us = Us {
@@ -829,9 +851,34 @@ impl<S: Storage> Endpoint<S> {
         if resolved.iter().any(|(_, t, _)| self.is_our_addr(t.remote)) {
             return self.reject(now, id, &Reject::LoopDetected);
         }
+        let arrival = self.servers[&id].reply;
+        // Media: a branch that crosses between the phone side and the mesh side carries its
+        // SDP through the relay; the responses come back anchored towards the sender's side.
+        let from_peer = self.peer_ips.contains(&arrival.remote.ip());
+        let upstream = Toward {
+            ip: arrival.local.ip(),
+            phone: !from_peer,
+        };
+        let mut bodies = Vec::with_capacity(resolved.len());
+        for (_, target, to_peer) in &resolved {
+            let crossing = self.media.is_some() && from_peer != *to_peer;
+            let toward = Toward {
+                ip: target.local.ip(),
+                phone: !*to_peer,
+            };
+            let body = match self.anchor_request(now, &request, crossing, toward) {
+                Ok(body) => body,
+                Err(refusal) => return self.reject(now, id, &Reject::Media(refusal)),
+            };
+            bodies.push((body, crossing.then_some(upstream)));
+        }
+        if request.method.is(Method::BYE)
+            && let Some(media) = &mut self.media
+        {
+            media.end(now, &request.common.call_id.to_string());
+        }
         let no_answer_at = invite.then(|| now + self.config.no_answer);
         let mut context = Context::new(invite);
-        let arrival = self.servers[&id].reply;
         let us = Us {
             addrs: &self.addrs,
             domains: &self.config.domains,
@@ -841,15 +888,21 @@ impl<S: Storage> Endpoint<S> {
         let (routes, _) = proxy::pop_our_routes(&request, &us);
         let received_hash = proxy::loop_hash(&request);
         let mut started = Vec::new();
-        for (uri, target, to_peer) in resolved {
+        for ((uri, target, to_peer), (body, crossing)) in resolved.into_iter().zip(bodies) {
             let mut out = request.clone();
             if let Some(uri) = uri {
                 out.uri = uri;
+            }
+            if let Some(body) = body {
+                out.body = body;
             }
             let random = self.rng.next_u64();
             prepare_forward(&mut out, arrival, target, &routes, received_hash, random);
             let index = context.branches.len();
             let (client, first) = self.new_client(now, out, target, Some((id, index)));
+            if let Some(entry) = self.clients.get_mut(&client) {
+                entry.crossing = crossing;
+            }
             if let (true, Some(mesh)) = (to_peer, &mesh) {
                 self.timers
                     .insert((now + mesh.peer_timeout, TimerRef::PeerSilent(client)));
@@ -906,7 +959,22 @@ impl<S: Storage> Endpoint<S> {
             Decision::Relay { target } if !self.is_our_addr(target.remote) => {
                 let target = self.with_local(now, target);
                 let hash = proxy::loop_hash(&request);
+                let from_peer = self.peer_ips.contains(&arrival.remote.ip());
+                let to_peer = self.peer_ips.contains(&target.remote.ip());
+                let toward = Toward {
+                    ip: target.local.ip(),
+                    phone: !to_peer,
+                };
+                let crossing = self.media.is_some() && from_peer != to_peer;
+                // An ACK cannot be refused: an answer the relay cannot read goes on as it is.
+                let body = self
+                    .anchor_request(now, &request, crossing, toward)
+                    .ok()
+                    .flatten();
                 let mut out = request;
+                if let Some(body) = body {
+                    out.body = body;
+                }
                 let branch_seed = stable_hash(request_branch(&out));
                 prepare_forward(&mut out, arrival, target, &routes, hash, branch_seed);
                 self.transmit(target, out.encode());
@@ -1042,7 +1110,134 @@ impl<S: Storage> Endpoint<S> {
             .map(|b| b.target.local)
             .unwrap_or(target.local);
         pop_via(&mut response);
+        // A retransmitted 2xx of an anchored call: the relay gives the same rewrite again.
+        if self
+            .media
+            .as_ref()
+            .is_some_and(|m| m.has_call(&response.common.call_id.to_string()))
+        {
+            let toward = Toward {
+                ip: local.ip(),
+                phone: !self.peer_ips.contains(&target.remote.ip()),
+            };
+            self.anchor_response(now, &mut response, toward);
+        }
         self.transmit(Target { local, ..target }, response.encode());
+    }
+
+    /// The SDP of a request that crosses the appliance, anchored; `None` when it does not
+    /// cross or carries no SDP.
+    fn anchor_request(
+        &mut self,
+        now: Instant,
+        request: &Request,
+        crossing: bool,
+        toward: Toward,
+    ) -> Result<Option<Bytes>, media::MediaRefusal> {
+        let Some(relay) = self.media.as_mut().filter(|_| crossing) else {
+            return Ok(None);
+        };
+        let content_type = message::single(&request.headers, &Name::CONTENT_TYPE);
+        if !media::is_sdp(content_type, &request.body) {
+            return Ok(None);
+        }
+        let call_id = request.common.call_id.to_string();
+        let tag = request.common.from.tag.clone().unwrap_or_default();
+        relay
+            .rewrite(now, &call_id, &tag, &request.body, toward)
+            .map(Some)
+    }
+
+    /// Anchors the SDP of a response on a crossing branch. A response cannot be refused: if
+    /// the relay cannot read the answer, it goes on as it is and the call has no media.
+    fn anchor_response(&mut self, now: Instant, response: &mut Response, toward: Toward) {
+        let Some(relay) = self.media.as_mut() else {
+            return;
+        };
+        let content_type = message::single(&response.headers, &Name::CONTENT_TYPE);
+        if !media::is_sdp(content_type, &response.body) {
+            return;
+        }
+        let call_id = response.common.call_id.to_string();
+        let tag = response.common.to.tag.clone().unwrap_or_default();
+        match relay.rewrite(now, &call_id, &tag, &response.body, toward) {
+            Ok(body) => response.body = body,
+            Err(refusal) => {
+                tracing::warn!(call_id, code = response.code, reason = %refusal.reason, "answer SDP not anchored")
+            }
+        }
+    }
+
+    /// An INVITE (or an in-dialog request) for the echo service.
+    fn is_echo(&self, request: &Request) -> bool {
+        let Some(echo) = &self.config.echo else {
+            return false;
+        };
+        if self.media.is_none() || request.uri_user() != Some(echo.as_str()) {
+            return false;
+        }
+        match &request.common.to.tag {
+            None => request.method.is(Method::INVITE),
+            Some(tag) => self
+                .echo_calls
+                .get(&request.common.call_id.to_string())
+                .is_some_and(|ours| ours == tag),
+        }
+    }
+
+    /// The echo service as a tiny UAS: INVITE (and re-INVITE) get our SDP in a `200`, BYE
+    /// ends it; the relay plays the caller's media back to it.
+    fn serve_echo(&mut self, now: Instant, id: u64) {
+        let entry = &self.servers[&id];
+        let request = entry.request.clone();
+        let local = entry.reply.local;
+        let call_id = request.common.call_id.to_string();
+        if request.method.is(Method::BYE) {
+            self.echo_calls.remove(&call_id);
+            if let Some(media) = &mut self.media {
+                media.end(now, &call_id);
+            }
+            return self.answer(now, id, 200, "OK", &[], None);
+        }
+        if !request.method.is(Method::INVITE) {
+            return self.answer(now, id, 200, "OK", &[], None);
+        }
+        let content_type = message::single(&request.headers, &Name::CONTENT_TYPE);
+        if !media::is_sdp(content_type, &request.body) {
+            // A late offer would need an offer from us; phones in the field send early offers.
+            return self.answer(
+                now,
+                id,
+                488,
+                "Not Acceptable Here (no SDP offer)",
+                &[],
+                None,
+            );
+        }
+        let Some(media) = &mut self.media else {
+            return;
+        };
+        match media.echo(now, &call_id, &request.body, local.ip()) {
+            Ok(body) => {
+                if request.common.to.tag.is_none() {
+                    let tag = self.servers[&id].to_tag.clone();
+                    if self.echo_calls.len() < 4096 {
+                        self.echo_calls.insert(call_id.clone(), tag);
+                    }
+                }
+                let echo = self.config.echo.clone().unwrap_or_default();
+                let contact = ("Contact", format!("<sip:{echo}@{local}>"));
+                self.answer(
+                    now,
+                    id,
+                    200,
+                    "OK",
+                    &[contact, ("Allow", crate::ALLOW.to_string())],
+                    Some(("application/sdp", body)),
+                );
+            }
+            Err(refusal) => self.reject(now, id, &Reject::Media(refusal)),
+        }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -1243,6 +1438,7 @@ impl<S: Storage> Endpoint<S> {
                 branch,
                 heard: false,
                 delivery: None,
+                crossing: None,
             },
         );
         (id, first)
@@ -1296,8 +1492,12 @@ impl<S: Storage> Endpoint<S> {
         let Some((context_id, index)) = branch else {
             return;
         };
+        let crossing = self.clients.get(&id).and_then(|e| e.crossing);
         match step.tu {
-            Some(TuEvent::Response(response)) => {
+            Some(TuEvent::Response(mut response)) => {
+                if let Some(toward) = crossing {
+                    self.anchor_response(now, &mut response, toward);
+                }
                 let step = self
                     .contexts
                     .get_mut(&context_id)
@@ -1343,6 +1543,17 @@ impl<S: Storage> Endpoint<S> {
                     id: message_id,
                     aor,
                 }));
+        }
+        if let Some(response) = &step.upstream
+            && response.code >= 300
+            && response.common.cseq_method.as_str() == Method::INVITE
+            && self
+                .servers
+                .get(&id)
+                .is_some_and(|e| e.request.common.to.tag.is_none())
+            && let Some(media) = &mut self.media
+        {
+            media.end(now, &response.common.call_id.to_string());
         }
         if let Some(mut response) = step.upstream {
             pop_via(&mut response);

@@ -12,6 +12,7 @@
 
 pub mod endpoint;
 pub mod location;
+pub mod media;
 pub mod message;
 pub mod messaging;
 pub mod proxy;
@@ -23,6 +24,7 @@ pub mod transaction;
 
 pub use endpoint::{Command, Config, Datagram, Endpoint, Event, Input, MeshSide, Output};
 pub use location::{Aor, Binding, BindingRecord, RemoteRoute, Target};
+pub use media::{Media, MediaRefusal, Toward};
 pub use messaging::{MessagingConfig, StoredMessage};
 pub use registrar::RegistrarConfig;
 pub use storage::{MemoryStorage, Storage, StorageError};

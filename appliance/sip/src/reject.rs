@@ -49,6 +49,8 @@ pub enum Reject {
     BodyTooLarge,
     /// The next hop did not answer (Timer B/F fired on the branch).
     Timeout,
+    /// The relay refused the SDP (488 with its reason, or 503 when out of ports).
+    Media(crate::media::MediaRefusal),
 }
 
 impl Reject {
@@ -65,6 +67,7 @@ impl Reject {
             Reject::LoopDetected => (482, "Loop Detected"),
             Reject::BadExtension { .. } => (420, "Bad Extension"),
             Reject::NotFound => (404, "Not Found"),
+            Reject::Media(refusal) => (refusal.code, refusal.reason.as_str()),
             Reject::ForeignDomain => (404, "Not Found: Domain Not Served Here"),
             Reject::NotRelaying => (403, "Forbidden: Not Relaying"),
             Reject::Unavailable => (480, "Temporarily Unavailable"),
@@ -88,6 +91,10 @@ impl Reject {
             Reject::MethodNotAllowed => vec![("Allow", crate::ALLOW.to_string())],
             // Disk full is usually cleared by an operator or by messages expiring.
             Reject::StoreFull => vec![("Retry-After", "300".to_string())],
+            Reject::Media(crate::media::MediaRefusal {
+                retry_after: Some(secs),
+                ..
+            }) => vec![("Retry-After", secs.to_string())],
             _ => Vec::new(),
         }
     }

@@ -5,6 +5,7 @@ mod bad_input;
 mod call;
 mod cancel;
 mod fork;
+mod media;
 mod mesh;
 mod messaging;
 mod register;

@@ -426,6 +426,15 @@ pub(crate) fn response(
             out.push_str(&format!("Record-Route: {v}\r\n"));
         }
     }
+    if req.method.is("INVITE") && (200..300).contains(&code) {
+        // An SDP answer naming the phone, so tests can see whether it was anchored.
+        let body = format!("v=0\r\na=answer-from:{me}\r\n");
+        out.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        return out;
+    }
     out.push_str("Content-Length: 0\r\n\r\n");
     out
 }
