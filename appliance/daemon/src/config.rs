@@ -35,6 +35,13 @@ pub(crate) struct ConfigFile {
     pub(crate) ping_interval: Duration,
     pub(crate) ping_timeout: Duration,
     pub(crate) peer_timeout: Duration,
+    pub(crate) media_enabled: bool,
+    /// First and last port of the RTP relay's range (both inclusive; the first is even).
+    pub(crate) media_ports: (u16, u16),
+    pub(crate) media_timeout: Duration,
+    /// The echo test number; empty turns the service off.
+    pub(crate) media_echo: String,
+    pub(crate) media_echo_delay: Duration,
 }
 
 /// Overrides from the command line.
@@ -47,6 +54,7 @@ pub(crate) struct Flags {
     pub(crate) mesh_interface: Vec<String>,
     pub(crate) mesh_listen: Option<String>,
     pub(crate) no_mesh: bool,
+    pub(crate) media_ports: Option<String>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -92,6 +100,9 @@ impl ConfigFile {
         if !flags.mesh_interface.is_empty() {
             config.mesh_interface = flags.mesh_interface.clone();
         }
+        if let Some(ports) = &flags.media_ports {
+            config.media_ports = port_range("media.ports", ports)?;
+        }
         if let Some(listen) = &flags.mesh_listen {
             config.mesh_listen = socket_addr("mesh.listen", listen)?;
         }
@@ -122,6 +133,11 @@ impl ConfigFile {
             ping_interval: Duration::ZERO,
             ping_timeout: Duration::ZERO,
             peer_timeout: Duration::ZERO,
+            media_enabled: true,
+            media_ports: (0, 0),
+            media_timeout: Duration::ZERO,
+            media_echo: String::new(),
+            media_echo_delay: Duration::ZERO,
         };
         c.apply(table, origin)?;
         Ok(c)
@@ -188,6 +204,30 @@ impl ConfigFile {
             }
             "mesh.peer_timeout_ms" => {
                 self.peer_timeout = Duration::from_millis(integer(name, v, 100, 30_000)?)
+            }
+            "media.enabled" => {
+                self.media_enabled = v.as_bool().ok_or_else(|| {
+                    ConfigError(format!("{name}: expected true or false, got {v}"))
+                })?
+            }
+            "media.ports" => self.media_ports = port_range(name, &string(name, v)?)?,
+            "media.timeout_secs" => {
+                self.media_timeout = Duration::from_secs(integer(name, v, 5, 3600)?)
+            }
+            "media.echo" => {
+                let echo = string(name, v)?;
+                if !echo
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"*#+-_.".contains(&b))
+                {
+                    return Err(ConfigError(format!(
+                        "{name}: expected an extension like \"*43\" (digits, letters, * # + - _ .), got {echo:?}"
+                    )));
+                }
+                self.media_echo = echo;
+            }
+            "media.echo_delay_ms" => {
+                self.media_echo_delay = Duration::from_millis(integer(name, v, 0, 5000)?)
             }
             "state.dir" => {
                 let dir = string(name, v)?;
@@ -277,6 +317,22 @@ fn integer(name: &str, v: &toml::Value, min: u64, max: u64) -> Result<u64, Confi
                 "{name}: expected a whole number from {min} to {max}, got {v}"
             ))
         })
+}
+
+/// `"20000-20999"`: an even first port and at least two RTP/RTCP pairs.
+fn port_range(name: &str, s: &str) -> Result<(u16, u16), ConfigError> {
+    let bad = || {
+        ConfigError(format!(
+            "{name}: expected \"FIRST-LAST\" with an even FIRST, 1024 <= FIRST and at least 4 ports, got {s:?}"
+        ))
+    };
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a < 1024 || a % 2 != 0 || b < a.saturating_add(3) {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 fn socket_addr(name: &str, s: &str) -> Result<SocketAddr, ConfigError> {

@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod driver;
+mod media;
 mod overlay;
 mod run;
 mod storage;
@@ -50,6 +51,9 @@ enum Command {
         /// Serve this appliance's phones alone, without joining an overlay.
         #[arg(long)]
         no_mesh: bool,
+        /// RTP relay port range, FIRST-LAST. Replaces media.ports.
+        #[arg(long, value_name = "FIRST-LAST")]
+        media_ports: Option<String>,
     },
     /// Print the embedded default configuration.
     DefaultConfig,
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
             mesh_interface,
             mesh_listen,
             no_mesh,
+            media_ports,
         } => {
             let flags = config::Flags {
                 config,
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
                 mesh_interface,
                 mesh_listen,
                 no_mesh,
+                media_ports,
             };
             let config = match config::ConfigFile::load(&flags) {
                 Ok(c) => c.resolve(),

@@ -70,11 +70,51 @@ pub(crate) async fn run(
         domains: file.sip_domains.clone(),
         listen: listen.clone(),
         rng_seed: seed(),
+        echo: (file.media_enabled && !file.media_echo.is_empty()).then(|| file.media_echo.clone()),
         ..sip::Config::default()
     };
     let mut endpoint = sip::Endpoint::new(started, sip_config, storage);
     let restored = bindings.len();
     endpoint.restore(started, bindings, known);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let plane = file.media_enabled.then(|| {
+        let (first, last) = file.media_ports;
+        let (sockets, ports) = driver::media::MediaSockets::bind(first, last);
+        if ports.is_empty() {
+            tracing::warn!(
+                first,
+                last,
+                "no relay port could be bound: calls to other appliances get 503"
+            );
+        }
+        tracing::info!(pairs = ports.len(), first, last, "media relay ports bound");
+        let relay = media::relay::Relay::new(
+            started,
+            media::relay::RelayConfig {
+                ports,
+                media_timeout: file.media_timeout,
+                echo_delay: file.media_echo_delay,
+                rng_seed: seed(),
+                ..media::relay::RelayConfig::default()
+            },
+        );
+        let plane = crate::media::MediaPlane::new(relay);
+        endpoint.set_media(Box::new(plane.clone()));
+        // The SIP side will end timed-out calls with BYE; until then they are logged.
+        let (timed_out, mut timeouts) = mpsc::channel::<String>(64);
+        tokio::spawn(async move {
+            while let Some(call_id) = timeouts.recv().await {
+                tracing::warn!(call_id, "media timed out; call released");
+            }
+        });
+        tokio::spawn(driver::media::run(
+            plane.clone(),
+            sockets,
+            timed_out,
+            stop_rx.clone(),
+        ));
+        plane
+    });
 
     let api = tokio::net::TcpListener::bind(file.api_listen)
         .await
@@ -83,7 +123,6 @@ pub(crate) async fn run(
             source,
         })?;
     let (status_tx, status_rx) = mpsc::channel(16);
-    let (stop_tx, stop_rx) = watch::channel(false);
     let state = web::ApiState {
         mesh: mesh_rx,
         peer_id,
@@ -91,6 +130,7 @@ pub(crate) async fn run(
         started,
         sip_listen: listen.clone(),
         status: status_tx,
+        media: plane,
     };
     let api_addr = api.local_addr().ok();
     let mut api_stop = stop_rx.clone();

@@ -875,7 +875,7 @@ impl<S: Storage> Endpoint<S> {
         if request.method.is(Method::BYE)
             && let Some(media) = &mut self.media
         {
-            media.end(now, &request.common.call_id.to_string());
+            media.end(now, request.common.call_id.as_ref());
         }
         let no_answer_at = invite.then(|| now + self.config.no_answer);
         let mut context = Context::new(invite);
@@ -1114,7 +1114,7 @@ impl<S: Storage> Endpoint<S> {
         if self
             .media
             .as_ref()
-            .is_some_and(|m| m.has_call(&response.common.call_id.to_string()))
+            .is_some_and(|m| m.has_call(response.common.call_id.as_ref()))
         {
             let toward = Toward {
                 ip: local.ip(),
@@ -1180,7 +1180,7 @@ impl<S: Storage> Endpoint<S> {
             None => request.method.is(Method::INVITE),
             Some(tag) => self
                 .echo_calls
-                .get(&request.common.call_id.to_string())
+                .get::<str>(request.common.call_id.as_ref())
                 .is_some_and(|ours| ours == tag),
         }
     }
@@ -1553,7 +1553,7 @@ impl<S: Storage> Endpoint<S> {
                 .is_some_and(|e| e.request.common.to.tag.is_none())
             && let Some(media) = &mut self.media
         {
-            media.end(now, &response.common.call_id.to_string());
+            media.end(now, response.common.call_id.as_ref());
         }
         if let Some(mut response) = step.upstream {
             pop_via(&mut response);

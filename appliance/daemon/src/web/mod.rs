@@ -21,6 +21,8 @@ pub(crate) struct ApiState {
     pub(crate) started: Instant,
     pub(crate) sip_listen: Vec<SocketAddr>,
     pub(crate) status: mpsc::Sender<StatusRequest>,
+    /// The media relay, when enabled.
+    pub(crate) media: Option<crate::media::MediaPlane>,
 }
 
 #[derive(serde::Serialize)]
@@ -36,6 +38,70 @@ struct Status {
     peers: Vec<mesh::PeerInfo>,
     /// What other appliances serve, as learnt from the overlay.
     location: Vec<LocationView>,
+    /// Calls whose media this appliance anchors, with live quality figures.
+    calls: Vec<CallView>,
+    /// The last calls that ended, oldest first, with their final figures.
+    recent_calls: Vec<CallView>,
+}
+
+/// One anchored call as the status API shows it.
+#[derive(serde::Serialize)]
+struct CallView {
+    call_id: String,
+    duration_s: f64,
+    echo: bool,
+    streams: Vec<StreamView>,
+}
+
+#[derive(serde::Serialize)]
+struct StreamView {
+    media: String,
+    transcoded: Option<String>,
+    legs: Vec<LegView>,
+}
+
+#[derive(serde::Serialize)]
+struct LegView {
+    leg: &'static str,
+    remote: Option<String>,
+    packets: u64,
+    lost: u64,
+    loss_pct: f64,
+    jitter_ms: f64,
+    rtt_ms: Option<f64>,
+    mos: f64,
+    dropped: u64,
+}
+
+fn call_view(r: &media::relay::CallReport) -> CallView {
+    CallView {
+        call_id: r.call_id.clone(),
+        duration_s: r.duration.as_secs_f64(),
+        echo: r.echo,
+        streams: r
+            .streams
+            .iter()
+            .map(|s| StreamView {
+                media: s.media.clone(),
+                transcoded: s.transcoded.clone(),
+                legs: s
+                    .legs
+                    .iter()
+                    .map(|l| LegView {
+                        leg: l.leg,
+                        remote: l.remote.map(|a| a.to_string()),
+                        packets: l.quality.packets,
+                        lost: l.quality.lost,
+                        loss_pct: l.quality.loss_pct,
+                        jitter_ms: l.quality.jitter_ms,
+                        rtt_ms: l.quality.rtt_ms,
+                        mos: l.quality.mos,
+                        dropped: l.dropped,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 /// One overlay record as the status API shows it; `phones: 0` is a tombstone.
@@ -101,7 +167,19 @@ async fn status(State(state): State<ApiState>) -> impl IntoResponse {
             Vec::new(),
         ),
     };
+    let (calls, recent_calls) = match &state.media {
+        Some(plane) => {
+            let (live, recent) = plane.reports();
+            (
+                live.iter().map(call_view).collect(),
+                recent.iter().map(call_view).collect(),
+            )
+        }
+        None => (Vec::new(), Vec::new()),
+    };
     Json(Status {
+        calls,
+        recent_calls,
         peer_id,
         peers,
         location,
