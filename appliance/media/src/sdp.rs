@@ -206,7 +206,7 @@ pub fn anchor(sd: &mut SessionDescription, ip: IpAddr, ports: &[Option<u16>]) {
         md.attributes
             .retain(|a| !a.name.starts_with("ice-") && a.name.as_str() != "remote-candidates");
         match ports.get(i).copied().flatten() {
-            Some(port) if md.media.port != 0 => {
+            Some(port) if md.media.port != 0 && is_relayable(md) => {
                 md.media.port = port;
                 md.connection = Some(if held[i] {
                     unspecified.clone()
@@ -399,11 +399,14 @@ m=application 9 TCP/BFCP *\r\n";
 
     #[test]
     fn anchoring_points_relayed_lines_at_us_and_keeps_the_rest() {
-        // The BFCP line has a non-numeric format the crate cannot read: 488, not a mangled line.
-        assert!(matches!(
-            parse(OFFER.as_bytes()),
-            Err(SdpError::Malformed(_))
-        ));
+        // A TCP line (BFCP) is not relayed: it stays, rejected with port 0. (The crate keeps
+        // only numeric formats, so its `*` is not printed back.)
+        let mut bfcp = parse(OFFER.as_bytes()).expect("valid");
+        let ip: IpAddr = "10.99.0.1".parse().unwrap();
+        anchor(&mut bfcp, ip, &[Some(20000), Some(20004), Some(20008)]);
+        let bfcp = encode(&bfcp);
+        let bfcp = std::str::from_utf8(&bfcp).unwrap();
+        assert!(bfcp.contains("m=application 0 TCP/BFCP"), "{bfcp}");
         let offer = OFFER.replace(
             "m=application 9 TCP/BFCP *\r\n",
             "m=text 4004 RTP/AVP 98\r\na=rtpmap:98 t140/1000\r\n",
