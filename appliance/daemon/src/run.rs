@@ -77,6 +77,8 @@ pub(crate) async fn run(
     let restored = bindings.len();
     endpoint.restore(started, bindings, known);
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Calls the relay found silent go to the SIP task, which ends them with BYE.
+    let (timed_out, media_timeouts) = mpsc::channel::<String>(64);
     let plane = file.media_enabled.then(|| {
         let (first, last) = file.media_ports;
         let (sockets, ports) = driver::media::MediaSockets::bind(first, last);
@@ -100,17 +102,10 @@ pub(crate) async fn run(
         );
         let plane = crate::media::MediaPlane::new(relay);
         endpoint.set_media(Box::new(plane.clone()));
-        // The SIP side will end timed-out calls with BYE; until then they are logged.
-        let (timed_out, mut timeouts) = mpsc::channel::<String>(64);
-        tokio::spawn(async move {
-            while let Some(call_id) = timeouts.recv().await {
-                tracing::warn!(call_id, "media timed out; call released");
-            }
-        });
         tokio::spawn(driver::media::run(
             plane.clone(),
             sockets,
-            timed_out,
+            timed_out.clone(),
             stop_rx.clone(),
         ));
         plane
@@ -149,6 +144,7 @@ pub(crate) async fn run(
         sockets,
         file.max_message_bytes,
         status_rx,
+        media_timeouts,
         stop_rx,
     ));
     tracing::info!(

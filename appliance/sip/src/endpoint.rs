@@ -5,6 +5,7 @@
 //! [`Endpoint::poll_output`] until it returns `None`, then sleep until
 //! [`Endpoint::poll_timeout`] and feed [`Input::Timeout`].
 
+use crate::dialog::AnchoredCall;
 use crate::location::{Aor, Binding, BindingRecord, Location, RemoteRoute, Target};
 use crate::media::{self, Media, Toward};
 use crate::message::{self, Message, Method, ParseError, Request, Response};
@@ -138,6 +139,8 @@ pub enum Command {
     ForgetMessages { ids: Vec<String> },
     /// The overlay came up (the mesh interface got its address): this is our mesh side.
     MeshUp { side: MeshSide },
+    /// End an anchored call (its media timed out): BYE to both sides.
+    EndCall { call_id: String },
 }
 
 /// What the endpoint asks for.
@@ -230,6 +233,10 @@ enum TimerRef {
     Sweep,
 }
 
+/// At most this many anchored calls are remembered for ending them (more than any relay
+/// holds).
+const MAX_ANCHORED: usize = 10_000;
+
 /// How often expired bindings are swept from memory and disk.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -263,6 +270,8 @@ pub struct Endpoint<S: Storage> {
     media: Option<Box<dyn Media + Send>>,
     /// Calls to the echo service we answered (Call-ID → our To tag), bounded by the relay.
     echo_calls: HashMap<String, String>,
+    /// Established calls whose media we anchor, so we can end them (Call-ID → both sides).
+    anchored: HashMap<String, AnchoredCall>,
 }
 
 /// One stored message being delivered to the phones of its extension.
@@ -302,6 +311,7 @@ impl<S: Storage> Endpoint<S> {
             deliveries: HashMap::new(),
             media: None,
             echo_calls: HashMap::new(),
+            anchored: HashMap::new(),
         }
     }
 
@@ -607,6 +617,7 @@ impl<S: Storage> Endpoint<S> {
                 self.addrs.insert(side.local);
                 self.config.mesh = Some(side);
             }
+            Command::EndCall { call_id } => self.end_call(now, &call_id),
             Command::ForgetMessages { ids } => {
                 for id in ids {
                     if let Err(e) = self.storage.message_delivered(&id) {
@@ -871,6 +882,9 @@ impl<S: Storage> Endpoint<S> {
                 Err(refusal) => return self.reject(now, id, &Reject::Media(refusal)),
             };
             bodies.push((body, crossing.then_some(upstream)));
+        }
+        if request.method.is(Method::BYE) {
+            self.anchored.remove(request.common.call_id.as_str());
         }
         if request.method.is(Method::BYE)
             && let Some(media) = &mut self.media
@@ -1165,6 +1179,48 @@ impl<S: Storage> Endpoint<S> {
             Err(refusal) => {
                 tracing::warn!(call_id, code = response.code, reason = %refusal.reason, "answer SDP not anchored")
             }
+        }
+    }
+
+    /// A 2xx to an initial INVITE on a crossing branch: keep what it takes to end the call.
+    fn remember_anchored(&mut self, server: u64, client: u64, ok: &Response) {
+        if !(200..300).contains(&ok.code)
+            || !ok.common.cseq_method.is(Method::INVITE)
+            || self.anchored.len() >= MAX_ANCHORED
+        {
+            return;
+        }
+        let (Some(s), Some(c)) = (self.servers.get(&server), self.clients.get(&client)) else {
+            return;
+        };
+        if s.request.common.to.tag.is_some() {
+            return;
+        }
+        let addrs = &self.addrs;
+        if let Some(call) =
+            AnchoredCall::capture(&s.request, s.reply, ok, c.target, |a| addrs.contains(&a))
+        {
+            self.anchored.insert(call.call_id.clone(), call);
+        }
+    }
+
+    /// Ends an anchored call from the middle: a BYE to each side (their answers are absorbed).
+    fn end_call(&mut self, now: Instant, call_id: &str) {
+        if let Some(media) = &mut self.media {
+            media.end(now, call_id);
+        }
+        let Some(call) = self.anchored.remove(call_id) else {
+            tracing::debug!(call_id, "no dialog to end");
+            return;
+        };
+        tracing::info!(call_id, "ending the call: no media");
+        for side in [&call.caller, &call.callee] {
+            let random = self.rng.next_u64();
+            let Some(bye) = call.bye(side, random, "SIP;cause=408;text=\"media timeout\"") else {
+                continue;
+            };
+            let (id, first) = self.new_client(now, bye, side.target, None);
+            self.apply_client_step(now, id, first);
         }
     }
 
@@ -1497,6 +1553,7 @@ impl<S: Storage> Endpoint<S> {
             Some(TuEvent::Response(mut response)) => {
                 if let Some(toward) = crossing {
                     self.anchor_response(now, &mut response, toward);
+                    self.remember_anchored(context_id, id, &response);
                 }
                 let step = self
                     .contexts

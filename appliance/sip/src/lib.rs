@@ -10,6 +10,7 @@
 //! [`location`] keep bindings; [`proxy`] decides where a request goes; [`endpoint`] ties them
 //! together; [`storage`] is the narrow trait the daemon implements over SQLite.
 
+pub(crate) mod dialog;
 pub mod endpoint;
 pub mod location;
 pub mod media;

@@ -137,6 +137,7 @@ pub(crate) async fn run(
     sockets: Sockets,
     max_message_bytes: usize,
     mut status: mpsc::Receiver<StatusRequest>,
+    mut media_timeouts: mpsc::Receiver<String>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (events_tx, mut events) = mpsc::channel::<NetEvent>(EVENTS);
@@ -222,6 +223,9 @@ pub(crate) async fn run(
             }
             Some(request) = status.recv() => {
                 let _ = request.reply.send(views(&endpoint));
+            }
+            Some(call_id) = media_timeouts.recv() => {
+                endpoint.handle_input(Instant::now(), Input::Command(sip::Command::EndCall { call_id }));
             }
             _ = shutdown.changed() => break,
         }

@@ -225,3 +225,56 @@ fn a_rejected_call_releases_its_media() {
     assert_eq!(net.send_and_wait_final(alice, &invite), 486);
     assert_eq!(log.lock().unwrap().ended, vec!["m5"]);
 }
+
+#[test]
+fn a_call_whose_media_timed_out_is_ended_with_bye_on_both_sides() {
+    let (mut net, log) = net_with_relay(75);
+    let alice = net.phone("10.0.1.2:5070", Answer::After(Duration::ZERO));
+    let c = net.phone("10.99.0.3:5060", Answer::After(Duration::from_millis(100)));
+    net.command(route(c));
+    let invite = net.invite_text(alice, "303", "m6");
+    assert_eq!(net.send_and_wait_final(alice, &invite), 200);
+    net.command(Command::EndCall {
+        call_id: "m6".into(),
+    });
+    net.drive();
+    let bye_to = |phone| {
+        net.phone_ref(phone)
+            .received
+            .iter()
+            .find_map(|m| match m {
+                Message::Request(r) if r.method.is("BYE") => Some(r.clone()),
+                _ => None,
+            })
+            .expect("a BYE")
+    };
+    let to_alice = bye_to(alice);
+    assert_eq!(
+        to_alice.common.from.tag.as_deref(),
+        Some("tag5060"),
+        "in the callee's name"
+    );
+    assert_eq!(to_alice.common.to.tag.as_deref(), Some("cm6"));
+    assert_eq!(
+        fieldmesh_sip::message::print_uri(&to_alice.uri),
+        "sip:caller@10.0.1.2:5070"
+    );
+    let to_c = bye_to(c);
+    assert_eq!(
+        to_c.common.from.tag.as_deref(),
+        Some("cm6"),
+        "in the caller's name"
+    );
+    assert_eq!(to_c.common.to.tag.as_deref(), Some("tag5060"));
+    assert_eq!(
+        fieldmesh_sip::message::print_uri(&to_c.uri),
+        "sip:phone@10.99.0.3:5060"
+    );
+    assert!(to_c.common.cseq > 1, "above the caller's CSeq");
+    assert_eq!(log.lock().unwrap().ended, vec!["m6"]);
+    assert_eq!(
+        net.endpoint.in_flight(),
+        (0, 0, 0),
+        "BYE transactions finished"
+    );
+}
