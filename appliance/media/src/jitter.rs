@@ -99,6 +99,8 @@ pub struct JitterStats {
     pub overflow: u64,
     /// Times the buffer started over because the stream jumped (new source, big gap).
     pub resyncs: u64,
+    /// Packets dropped because their timestamp contradicts their sequence number.
+    pub discarded: u64,
 }
 
 /// Transits remembered for the delay estimate: about 2.5 s of 20 ms packets.
@@ -120,6 +122,8 @@ const MAX_CONCEALED: u32 = 5;
 const MAX_DROPOUT: i64 = 3000;
 /// A sequence this far behind is a new or restarted source, not reordering (RFC 3550 A.1).
 const MAX_MISORDER: i64 = 100;
+/// The cap on configured durations, in microseconds (one minute).
+const MAX_SETTING_US: i64 = 60_000_000;
 /// A timestamp jump larger than this starts the timeline over.
 const RESYNC_JUMP: Duration = Duration::from_secs(3);
 
@@ -249,8 +253,8 @@ pub struct JitterBuffer {
 
 impl JitterBuffer {
     /// A buffer for one stream. Nonsense in `config` is repaired rather than refused: a zero
-    /// clock rate or frame becomes 8000 Hz / 20 ms, and `max_delay` is at least `min_delay`
-    /// plus one frame.
+    /// clock rate or frame becomes 8000 Hz / 20 ms, durations are capped at a minute, and
+    /// `max_delay` is at least `min_delay` plus one frame.
     pub fn new(config: JitterConfig) -> JitterBuffer {
         let clock_rate = i64::from(if config.clock_rate == 0 {
             8000
@@ -262,10 +266,13 @@ impl JitterBuffer {
         } else {
             config.frame
         };
-        let frame_us = micros(frame).max(1);
+        // Caps far beyond any sane setting keep the arithmetic below far from overflow.
+        let frame_us = micros(frame).clamp(1, MAX_SETTING_US);
         let frame_ts = (clock_rate.saturating_mul(frame_us) / 1_000_000).max(1);
-        let min_us = micros(config.min_delay);
-        let max_us = micros(config.max_delay).max(min_us + frame_us);
+        let min_us = micros(config.min_delay).min(MAX_SETTING_US);
+        let max_us = micros(config.max_delay)
+            .min(MAX_SETTING_US)
+            .max(min_us + frame_us);
         let frames_in_max = usize::try_from(max_us / frame_us).unwrap_or(usize::MAX);
         let capacity = frames_in_max
             .saturating_mul(2)
@@ -329,7 +336,7 @@ impl JitterBuffer {
 
         // RFC 3550 A.1: a huge sequence jump is a restarted or new source, but one packet is
         // not enough to believe it; its successor confirms it.
-        if d_seq > MAX_DROPOUT || d_seq < -MAX_MISORDER {
+        if !(-MAX_MISORDER..=MAX_DROPOUT).contains(&d_seq) {
             match self.probation.take() {
                 Some((p_seq, p_ts, p_payload)) if p_seq.wrapping_add(1) == seq => {
                     self.stats.resyncs += 1;
@@ -341,11 +348,18 @@ impl JitterBuffer {
             return;
         }
         self.probation = None;
+        let leap = d_ts.abs() > self.ticks(RESYNC_JUMP);
         // A timestamp leap on an in-order packet: a long silence, or a source that restarted
         // its clock. Either way the old timeline says nothing useful about the new one.
-        if d_seq > 0 && d_ts.abs() > self.ticks(RESYNC_JUMP) {
+        if d_seq > 0 && leap {
             self.stats.resyncs += 1;
             self.start_timeline(arrival, seq, timestamp, payload);
+            return;
+        }
+        // An older packet cannot be stamped later than a newer one, nor seconds away from it:
+        // such a packet is corrupt or forged, and buffering it would only take up a slot.
+        if d_seq < 0 && (d_ts > 0 || leap) {
+            self.stats.discarded += 1;
             return;
         }
         self.push_on_timeline(arrival, seq, timestamp, payload);
@@ -414,15 +428,15 @@ impl JitterBuffer {
         }
         let transit = arrival - ts_to_us(ext_ts, self.clock_rate);
         self.record_transit(transit);
-        if let Some((cursor_ts, ..)) = cursor {
-            if ext_ts < cursor_ts - self.frame_ts / 2 {
-                self.stats.late_lost += 1;
-                // Grow at once to what this packet would have needed.
-                let needed = transit - self.transit_low + micros(MARGIN);
-                self.target_us = self.target_us.max(self.clamp_target(needed));
-                self.stats.target_delay = duration_us(self.target_us);
-                return;
-            }
+        if let Some((cursor_ts, ..)) = cursor
+            && ext_ts < cursor_ts - self.frame_ts / 2
+        {
+            self.stats.late_lost += 1;
+            // Grow at once to what this packet would have needed.
+            let needed = transit - self.transit_low + micros(MARGIN);
+            self.target_us = self.target_us.max(self.clamp_target(needed));
+            self.stats.target_delay = duration_us(self.target_us);
+            return;
         }
         if self.buffer.len() >= self.capacity {
             self.stats.overflow += 1;
@@ -501,8 +515,8 @@ impl JitterBuffer {
         // The caller stalled (or time jumped): catch up in one go instead of a frame per tick.
         if delay > self.max_us + 5 * self.frame_us {
             let frames = (delay - self.target_us) / self.frame_us;
+            // Frames passed over are dropped (and counted) as stale by `play_slot`.
             self.cursor().ts += frames * frame_ts;
-            self.stats.skipped += u64::try_from(frames).unwrap_or(0);
             delay -= frames * self.frame_us;
         }
 
@@ -570,36 +584,38 @@ impl JitterBuffer {
             self.buffer.pop_front();
             self.stats.skipped += 1;
         }
-        if let Some(front) = self.buffer.front() {
-            if front.ts <= cursor.ts + half {
-                let entry = self
-                    .buffer
-                    .pop_front()
-                    .expect("the front was just looked at");
-                cursor.ts = entry.ts + self.frame_ts;
-                cursor.last_played_seq = Some(entry.seq);
-                cursor.missing_since_played = 0;
-                cursor.concealed_in_a_row = 0;
-                cursor.talking = true;
-                let shift = entry.seq - cursor.played_highest;
-                if shift > 0 {
-                    cursor.played_mask = if shift >= 64 {
-                        0
-                    } else {
-                        cursor.played_mask << shift
-                    };
-                    cursor.played_highest = entry.seq;
-                }
-                let back = cursor.played_highest - entry.seq;
-                if (0..64).contains(&back) {
-                    cursor.played_mask |= 1 << back;
-                }
-                self.stats.played += 1;
-                return Playout::Frame {
-                    payload: entry.payload,
-                    timestamp: entry.rtp_ts,
+        if self
+            .buffer
+            .front()
+            .is_some_and(|front| front.ts <= cursor.ts + half)
+        {
+            let entry = self
+                .buffer
+                .pop_front()
+                .expect("the front was just looked at");
+            cursor.ts = entry.ts + self.frame_ts;
+            cursor.last_played_seq = Some(entry.seq);
+            cursor.missing_since_played = 0;
+            cursor.concealed_in_a_row = 0;
+            cursor.talking = true;
+            let shift = entry.seq - cursor.played_highest;
+            if shift > 0 {
+                cursor.played_mask = if shift >= 64 {
+                    0
+                } else {
+                    cursor.played_mask << shift
                 };
+                cursor.played_highest = entry.seq;
             }
+            let back = cursor.played_highest - entry.seq;
+            if (0..64).contains(&back) {
+                cursor.played_mask |= 1 << back;
+            }
+            self.stats.played += 1;
+            return Playout::Frame {
+                payload: entry.payload,
+                timestamp: entry.rtp_ts,
+            };
         }
         cursor.ts += self.frame_ts;
         let lost = match self.buffer.front() {
@@ -784,6 +800,44 @@ mod tests {
             }
             assert!(jb.buffer.len() <= jb.capacity());
         }
+    }
+
+    #[test]
+    fn absurd_configs_are_repaired_not_trusted() {
+        let t0 = start();
+        for config in [
+            JitterConfig {
+                clock_rate: 0,
+                frame: Duration::ZERO,
+                min_delay: Duration::MAX,
+                max_delay: Duration::ZERO,
+            },
+            JitterConfig {
+                clock_rate: u32::MAX,
+                frame: Duration::MAX,
+                min_delay: Duration::ZERO,
+                max_delay: Duration::MAX,
+            },
+        ] {
+            let mut jb = JitterBuffer::new(config);
+            for tick in 0..50u32 {
+                let now = t0 + Duration::from_millis(u64::from(tick) * 20);
+                jb.push(now, tick as u16, tick.wrapping_mul(160), payload(tick));
+                let _ = jb.pop(now);
+            }
+            assert!(jb.buffer.len() <= jb.capacity());
+        }
+    }
+
+    #[test]
+    fn an_older_packet_stamped_later_is_discarded() {
+        let t0 = start();
+        let mut jb = buffer();
+        jb.push(t0, 10, 1600, payload(10));
+        jb.push(t0, 9, 1600 + 160 * 40, payload(9));
+        jb.push(t0, 8, 1_000_000_000, payload(8));
+        assert_eq!(jb.stats().discarded, 2);
+        assert_eq!(jb.buffer.len(), 1);
     }
 
     #[test]

@@ -68,11 +68,17 @@ pub(crate) async fn run(
         let all = sockets.clone();
         let timed_out = timed_out.clone();
         readers.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
             loop {
-                let Ok((n, remote)) = socket.recv_from(&mut buf).await else {
-                    // ICMP errors (port unreachable after a phone left) surface here.
+                if socket.readable().await.is_err() {
                     continue;
+                }
+                // On the stack and never held across an await: a thousand idle readers cost
+                // no buffers.
+                let mut buf = [0u8; 2048];
+                let (n, remote) = match socket.try_recv_from(&mut buf) {
+                    Ok(got) => got,
+                    // Spurious wake-ups, and ICMP errors (port unreachable after a phone left).
+                    Err(_) => continue,
                 };
                 let now = Instant::now();
                 let mut shared = plane.lock();

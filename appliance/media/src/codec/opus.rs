@@ -106,7 +106,9 @@ pub struct Encoder {
 impl Encoder {
     /// Configured for speech over a lossy mesh: `Voip` favours intelligibility, in-band FEC
     /// lets the receiver rebuild a lost frame from the next packet, DTX sends almost nothing
-    /// during silence (RFC 7587 §3.1.3).
+    /// during silence (RFC 7587 §3.1.3). DTX has a price for non-speech: libopus's voice
+    /// activity detector takes a perfectly steady tone for background noise after about two
+    /// seconds and replaces it with comfort noise.
     pub fn new() -> Result<Encoder, MediaError> {
         let mut inner = libopus::Encoder::new(
             SAMPLE_RATE,
