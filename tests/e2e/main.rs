@@ -4,6 +4,7 @@
 
 mod cli_config;
 mod durability;
+mod media_calls;
 mod mesh_bad_neighbours;
 mod mesh_bridge;
 mod mesh_lab;

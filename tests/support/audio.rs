@@ -176,8 +176,13 @@ pub fn tone_share_db(x: &[f64], rate: u32, freq: f64) -> f64 {
 
 /// Reads `path` and measures `freq` in it, skipping the first [`SKIP_SECONDS`].
 pub fn analyse(path: &Path, freq: f64) -> ToneReport {
+    analyse_after(path, freq, SKIP_SECONDS)
+}
+
+/// Reads `path` and measures `freq` in it, skipping the first `skip` seconds.
+pub fn analyse_after(path: &Path, freq: f64, skip: f64) -> ToneReport {
     let audio = read_wav(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let x = audio.after(SKIP_SECONDS);
+    let x = audio.after(skip);
     ToneReport {
         seconds: x.len() as f64 / f64::from(audio.rate),
         rate: audio.rate,

@@ -3,6 +3,11 @@
 //! the stdio UI driven through a pipe on stdin (on `/dev/null` it cannot show incoming MESSAGE
 //! text). `-s` puts every SIP message it sends or receives in its log, which is printed when a
 //! test fails. Recipe and measurements: `/work/shared/NOTES-clients.md` §3.
+//!
+//! In the multi-appliance lab a phone runs inside its appliance's phone namespace
+//! ([`BaresipOptions::in_netns`], under `ip netns exec`, which execs, so the PID is baresip's).
+//! Such a namespace is fresh and holds one phone, so it takes fixed ports
+//! ([`NETNS_SIP_PORT`], [`NETNS_RTP_PORTS`]) instead of probing the host's for free ones.
 
 use crate::audio;
 use crate::node::tail;
@@ -17,6 +22,11 @@ use std::time::{Duration, Instant};
 
 /// How long any single phone event may take on loopback (they take 0.1-0.3 s).
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SIP port of a phone in its own namespace (TLS takes the next one).
+pub const NETNS_SIP_PORT: u16 = 5070;
+/// First of the 20 RTP ports of a phone in its own namespace.
+pub const NETNS_RTP_PORTS: u16 = 10000;
 
 /// The longest a baresip may live (`-t`): it quits by itself if a test dies without Drop.
 const MAX_LIFETIME_SECS: u32 = 120;
@@ -38,6 +48,11 @@ pub struct BaresipOptions {
     pub contacts: Vec<String>,
     /// Answer incoming calls at once.
     pub auto_answer: bool,
+    /// Network namespace to run in (`ip netns exec`); `None`: the test's own. Inside one, SIP
+    /// binds `ip`:[`NETNS_SIP_PORT`] and RTP [`NETNS_RTP_PORTS`]..+20.
+    pub netns: Option<String>,
+    /// Debug logging (`-v`).
+    pub verbose: bool,
 }
 
 impl BaresipOptions {
@@ -51,7 +66,22 @@ impl BaresipOptions {
             codecs: None,
             contacts: Vec::new(),
             auto_answer: true,
+            netns: None,
+            verbose: false,
         }
+    }
+
+    /// Logs at debug level (`-v`).
+    pub fn verbose(mut self) -> Self {
+        self.verbose = true;
+        self
+    }
+
+    /// Runs the phone inside network namespace `netns` (a lab's phone namespace), bound to
+    /// `ip` there, on fixed ports.
+    pub fn in_netns(mut self, netns: &str) -> Self {
+        self.netns = Some(netns.to_string());
+        self
     }
 
     /// Adds `user` to the contact list (the first one added receives `/message`).
@@ -89,9 +119,15 @@ impl Baresip {
             .prefix(&format!("baresip-{}-", opts.user))
             .tempdir()
             .expect("temp dir");
-        // SIP binds the port and TLS port+1; RTP binds the wildcard address.
-        let sip = SocketAddr::new(opts.ip, free_range(opts.ip, 2));
-        let rtp = free_range(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 20);
+        // SIP binds the port and TLS port+1; RTP binds the wildcard address. Free ports are
+        // probed in the test's namespace, so a phone in a fresh namespace takes fixed ones.
+        let (sip, rtp) = match opts.netns {
+            Some(_) => (SocketAddr::new(opts.ip, NETNS_SIP_PORT), NETNS_RTP_PORTS),
+            None => (
+                SocketAddr::new(opts.ip, free_range(opts.ip, 2)),
+                free_range(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 20),
+            ),
+        };
         let rec_dir = dir.path().join("rec");
         fs::create_dir_all(&rec_dir).expect("rec dir");
         let config = format!(
@@ -139,7 +175,18 @@ impl Baresip {
 
         let log = dir.path().join("baresip.log");
         let out = fs::File::create(&log).expect("log file");
-        let mut child = Command::new("baresip")
+        let mut command = match &opts.netns {
+            Some(netns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns, "baresip"]);
+                c
+            }
+            None => Command::new("baresip"),
+        };
+        if opts.verbose {
+            command.arg("-v");
+        }
+        let mut child = command
             .arg("-s")
             .arg("-f")
             .arg(dir.path())
@@ -254,6 +301,22 @@ impl Baresip {
             .map(str::to_string)
     }
 
+    /// Every SIP message in its `-s` trace, in order: each is logged as `UDP FROM -> TO`
+    /// followed by the message.
+    pub fn sip_trace(&self) -> Vec<TracedMessage> {
+        parse_trace(&self.log_text())
+    }
+
+    /// The SIP messages it received (those sent to its own SIP address), in order.
+    pub fn received_sip(&self) -> Vec<String> {
+        let me = self.sip.to_string();
+        self.sip_trace()
+            .into_iter()
+            .filter(|m| m.to == me)
+            .map(|m| m.text)
+            .collect()
+    }
+
     /// The codec it decodes (`opus 48000Hz 2ch`), once a call has started.
     pub fn decoder(&self) -> Option<String> {
         let line = self.find_line("audio: Set audio decoder: ")?;
@@ -327,6 +390,58 @@ impl Drop for Baresip {
     }
 }
 
+/// One SIP message of baresip's `-s` trace.
+#[derive(Clone, Debug)]
+pub struct TracedMessage {
+    /// `ip:port` it came from and went to.
+    pub from: String,
+    pub to: String,
+    /// Start line, headers and body (body cut to its Content-Length).
+    pub text: String,
+}
+
+/// Splits a cleaned baresip log into the SIP messages of its trace: a line `UDP A -> B` (or
+/// `TCP`), then the message up to the blank line, then Content-Length bytes of body.
+fn parse_trace(log: &str) -> Vec<TracedMessage> {
+    let mut out = Vec::new();
+    let mut rest = log;
+    while let Some(i) = rest.find("\n") {
+        let line = rest[..i].trim_end_matches('\r');
+        rest = &rest[i + 1..];
+        let Some((proto, addrs)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some((from, to)) = addrs.split_once(" -> ") else {
+            continue;
+        };
+        if !matches!(proto, "UDP" | "TCP") || from.contains(' ') || to.contains(' ') {
+            continue;
+        }
+        let Some(head_end) = rest.find("\r\n\r\n") else {
+            break;
+        };
+        let head = &rest[..head_end];
+        let length = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length") || n.trim() == "l")
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let body_start = head_end + 4;
+        let mut body_end = (body_start + length).min(rest.len());
+        while !rest.is_char_boundary(body_end) {
+            body_end -= 1;
+        }
+        out.push(TracedMessage {
+            from: from.to_string(),
+            to: to.to_string(),
+            text: rest[..body_end].replace('\r', ""),
+        });
+        rest = &rest[body_end..];
+    }
+    out
+}
+
 /// Removes ANSI colour codes and the stdio UI's status line (`[0:00:01] audio=0/0 (bit/s)`),
 /// which it rewrites many times a second.
 fn clean(raw: &str) -> String {
@@ -366,7 +481,21 @@ fn status_line_end(s: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::clean;
+    use super::{clean, parse_trace};
+
+    #[test]
+    fn the_sip_trace_splits_into_messages_with_their_bodies() {
+        let log = "#\nUDP 10.42.0.1:5060 -> 10.42.0.2:5070\nINVITE sip:b@x SIP/2.0\r\n\
+                   Call-ID: 1\r\nContent-Length: 10\r\n\r\nv=0\r\nc=X\r\n\nPopulated 1\n\
+                   #\nUDP 10.42.0.2:5070 -> 10.42.0.1:5060\nSIP/2.0 100 Trying\r\n\
+                   Content-Length: 0\r\n\r\n\n";
+        let m = parse_trace(log);
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(m[0].from, "10.42.0.1:5060");
+        assert_eq!(m[0].to, "10.42.0.2:5070");
+        assert!(m[0].text.ends_with("\n\nv=0\nc=X\n"), "{:?}", m[0].text);
+        assert!(m[1].text.starts_with("SIP/2.0 100 Trying"));
+    }
 
     #[test]
     fn clean_drops_colours_and_status_lines() {

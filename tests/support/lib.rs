@@ -10,6 +10,7 @@ pub mod http;
 pub mod impair;
 pub mod lab;
 pub mod linphone;
+pub mod media;
 pub mod node;
 pub mod ports;
 pub mod sipp;

@@ -134,6 +134,12 @@ impl Node {
             args.push("--config".into());
             args.push(path.display().to_string());
         }
+        if !self.opts.extra_args.iter().any(|a| a == "--media-ports") {
+            // Above the ephemeral range and clear of `free_range` (20000..60000), where phones'
+            // and sipp's ports come from: the relay binds its whole range at start.
+            args.push("--media-ports".into());
+            args.push("61000-61199".into());
+        }
         args.extend(self.opts.extra_args.iter().cloned());
         args
     }

@@ -333,6 +333,16 @@ impl Running {
     fn logs(&self) -> String {
         logs(&self.dir, &self.command)
     }
+
+    /// The `-trace_msg` log so far (sipp writes it as it goes).
+    pub fn messages_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("messages.log")).unwrap_or_default()
+    }
+
+    /// The text of every SIP message received so far, in order.
+    pub fn received(&self) -> Vec<String> {
+        received_messages(&self.messages_log())
+    }
 }
 
 impl Drop for Running {
@@ -452,19 +462,23 @@ impl Outcome {
 
     /// The text of every SIP message sipp received, in order.
     pub fn received(&self) -> Vec<String> {
-        let log = self.messages_log();
-        let mut out = Vec::new();
-        for block in log.split("\n-----------------------------------------------") {
-            let mut parts = block.splitn(2, "\n\n");
-            let (Some(head), Some(body)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            if head.contains("message received") {
-                out.push(body.trim_end().to_string());
-            }
-        }
-        out
+        received_messages(&self.messages_log())
     }
+}
+
+/// The received messages of a `-trace_msg` log.
+fn received_messages(log: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for block in log.split("\n-----------------------------------------------") {
+        let mut parts = block.splitn(2, "\n\n");
+        let (Some(head), Some(body)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if head.contains("message received") {
+            out.push(body.trim_end().to_string());
+        }
+    }
+    out
 }
 
 fn logs(dir: &tempfile::TempDir, command: &str) -> String {

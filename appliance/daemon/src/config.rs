@@ -329,7 +329,7 @@ fn port_range(name: &str, s: &str) -> Result<(u16, u16), ConfigError> {
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
     let a: u16 = a.trim().parse().map_err(|_| bad())?;
     let b: u16 = b.trim().parse().map_err(|_| bad())?;
-    if a < 1024 || a % 2 != 0 || b < a.saturating_add(3) {
+    if a < 1024 || !a.is_multiple_of(2) || b < a.saturating_add(3) {
         return Err(bad());
     }
     Ok((a, b))

@@ -143,8 +143,10 @@ pub(crate) async fn run(
         mesh_tx,
         sockets,
         file.max_message_bytes,
-        status_rx,
-        media_timeouts,
+        driver::sip::Inbox {
+            status: status_rx,
+            media_timeouts,
+        },
         stop_rx,
     ));
     tracing::info!(

@@ -223,6 +223,12 @@ impl ReceiveStats {
         counted
     }
 
+    /// Counts a packet whose timestamp is not a sampling instant (an RFC 4733 event repeats
+    /// its start timestamp; comfort noise is sparse): sequence tracking only, no jitter.
+    pub fn update_sequence_only(&mut self, seq: u16) -> bool {
+        self.update_seq(seq)
+    }
+
     /// Adds to the byte count reported in [`Quality::bytes`]. The caller decides what it counts
     /// (the relay counts whole RTP packets); RTCP's octet count is kept by the sender.
     pub fn add_bytes(&mut self, n: usize) {

@@ -165,11 +165,13 @@ struct Leg {
     latched_rtcp: Option<SocketAddr>,
     /// The far end multiplexes RTCP on the RTP port (RFC 5761).
     mux: bool,
-    clock_rate: u32,
     stats: ReceiveStats,
     /// Round trips to this leg's far end, from SRs that went out on it.
     rtt: RttProbe,
     last_rtt: Option<Duration>,
+    /// Every packet relayed from this leg's far end, across SSRC changes.
+    packets: u64,
+    bytes: u64,
     dropped: u64,
 }
 
@@ -182,10 +184,11 @@ impl Leg {
             latched_rtp: None,
             latched_rtcp: None,
             mux: false,
-            clock_rate: 8000,
             stats: ReceiveStats::default(),
             rtt: RttProbe::default(),
             last_rtt: None,
+            packets: 0,
+            bytes: 0,
             dropped: 0,
         }
     }
@@ -226,10 +229,18 @@ impl Leg {
             jitter_buffer: (!buffer.is_zero()).then_some(buffer),
             frame: TICK,
         };
+        let mut quality = self.stats.quality(self.last_rtt, &model);
+        // The source's statistics restart with a new SSRC; the leg's counts do not.
+        quality.packets = self.packets;
+        quality.bytes = self.bytes;
+        if self.packets == 0 {
+            // Nothing heard: no estimate, rather than a perfect one.
+            quality.mos = 0.0;
+        }
         LegReport {
             leg,
             remote: self.latched_rtp.or(self.sdp_rtp),
-            quality: self.stats.quality(self.last_rtt, &model),
+            quality,
             dropped: self.dropped,
         }
     }
@@ -245,6 +256,11 @@ struct Direction1 {
     out_frame: u32,
     started: bool,
     events: Option<EventMap>,
+    /// What we sent, for our sender reports (we are the RTP sender on a transcoded leg, so the
+    /// far end's receiver reports answer ours: that is how its round trip is measured).
+    packets_out: u32,
+    octets_out: u32,
+    next_report: Instant,
 }
 
 /// RFC 4733 events re-timed from one leg's clock to the other's.
@@ -265,6 +281,9 @@ struct Transcoding {
 }
 
 const TICK: Duration = Duration::from_millis(20);
+/// How often we send an RTCP sender report on a leg whose RTP we originate (RFC 3550 §6.2's
+/// 5 s minimum).
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 struct Stream {
     media: String,
@@ -277,6 +296,31 @@ struct Stream {
     transcoding: Option<Transcoding>,
     /// The codec each leg speaks, when known (for the MOS estimate).
     codecs: [Option<Codec>; 2],
+    /// RTP clock rate per payload type, from every SDP of the call, and whether the type is
+    /// an RFC 4733 event or comfort noise (no jitter from those).
+    clocks: Vec<(u8, u32, bool)>,
+}
+
+impl Stream {
+    fn learn_clocks(&mut self, md: &ezk_sdp_types::MediaDescription) {
+        for m in &md.rtpmap {
+            if self.clocks.len() >= 64 || self.clocks.iter().any(|(pt, ..)| *pt == m.payload) {
+                continue;
+            }
+            let untimed = m.encoding.eq_ignore_ascii_case("telephone-event")
+                || m.encoding.eq_ignore_ascii_case("CN");
+            self.clocks.push((m.payload, m.clock_rate.max(1), untimed));
+        }
+    }
+
+    /// (clock rate, untimed) of a payload type; RFC 3551's static audio types are 8 kHz
+    /// (13 is comfort noise).
+    fn clock_of(&self, pt: u8) -> (u32, bool) {
+        self.clocks
+            .iter()
+            .find(|(p, ..)| *p == pt)
+            .map_or((8000, pt == 13), |(_, rate, untimed)| (*rate, *untimed))
+    }
 }
 
 struct Pending {
@@ -322,6 +366,8 @@ pub struct Relay {
     outputs: VecDeque<Output>,
     next_sweep: Instant,
     ssrc_state: u64,
+    /// The zero of the NTP timestamps in our sender reports (only their differences matter).
+    epoch: Instant,
 }
 
 impl Relay {
@@ -332,6 +378,7 @@ impl Relay {
             sessions: BTreeMap::new(),
             outputs: VecDeque::new(),
             next_sweep: now + SWEEP,
+            epoch: now,
             ssrc_state: config.rng_seed | 1,
             config,
         }
@@ -495,6 +542,7 @@ impl Relay {
                     last_activity: now,
                     transcoding: None,
                     codecs: [None, None],
+                    clocks: Vec::new(),
                 });
         }
         let transcode = self.config.transcode.clone();
@@ -510,6 +558,7 @@ impl Relay {
             let md = &sd.media_descriptions[index];
             let relayed = stream.active && md.media.port != 0 && sdp::is_relayable(md);
             let (rtp, rtcp) = sdp::destinations(&original, index);
+            stream.learn_clocks(md);
             let leg = &mut stream.legs[offerer as usize];
             leg.set_sdp(rtp, rtcp, md.rtcp_mux);
             stream.hold = sdp::is_hold(&original, index);
@@ -570,6 +619,7 @@ impl Relay {
             let relayed = stream.active && answered.media.port != 0 && offered.media.port != 0;
             let (rtp, rtcp) = sdp::destinations(&original, index);
             stream.legs[answerer as usize].set_sdp(rtp, rtcp, answered.rtcp_mux);
+            stream.learn_clocks(answered);
             stream.hold = stream.hold || sdp::is_hold(&original, index);
             stream.last_activity = now;
             stream.transcoding = None;
@@ -577,7 +627,6 @@ impl Relay {
             let offer_codec = sdp::first_codec(offered);
             if let Some((_, Format::Codec(c))) = answer_codec {
                 stream.codecs[answerer as usize] = Some(c);
-                stream.legs[answerer as usize].clock_rate = c.clock_rate();
             }
             let added = pending.added.get(index).cloned().unwrap_or_default();
             match answer_codec {
@@ -617,7 +666,6 @@ impl Relay {
                         events_in.and(events_out).map(|(pt, _)| pt),
                     );
                     stream.codecs[offerer as usize] = Some(offer_c);
-                    stream.legs[offerer as usize].clock_rate = offer_c.clock_rate();
                     let mut codecs = [offer_c, offer_c];
                     codecs[answerer as usize] = answer_c;
                     let mut pts = [offer_pt, offer_pt];
@@ -644,6 +692,9 @@ impl Relay {
                             },
                             out_frame: codecs[to].clock_rate() / 50,
                             started: false,
+                            packets_out: 0,
+                            octets_out: 0,
+                            next_report: now + REPORT_EVERY,
                             events: events[from].map(|((in_pt, in_rate), (out_pt, out_rate))| {
                                 EventMap {
                                     in_pt,
@@ -764,18 +815,19 @@ impl Relay {
                     last_activity: now,
                     transcoding: None,
                     codecs: [None, None],
+                    clocks: Vec::new(),
                 });
             }
             let session = self.sessions.get_mut(call_id).expect("exists");
             let stream = &mut session.streams[index];
             let (rtp, rtcp) = sdp::destinations(&original, index);
             stream.legs[0].set_sdp(rtp, rtcp, md.rtcp_mux);
+            stream.learn_clocks(md);
             stream.hold = sdp::is_hold(&original, index);
             // Answer with the offerer's first format (and its events) only.
             if let Some((pt, format)) = sdp::first_codec(md) {
                 if let Format::Codec(c) = format {
                     stream.codecs[0] = Some(c);
-                    stream.legs[0].clock_rate = c.clock_rate();
                 }
                 let events = sdp::formats(md).into_iter().find_map(|(pt, f)| match f {
                     Format::Events(_) => Some(pt),
@@ -921,10 +973,17 @@ impl Relay {
         let Ok(packet) = Packet::new_checked(&d.bytes) else {
             return;
         };
-        let clock = stream.legs[from].clock_rate;
-        let stats = &mut stream.legs[from].stats;
-        stats.update(now, packet.sequence(), packet.timestamp(), clock);
-        stats.add_bytes(d.bytes.len());
+        let (clock, untimed) = stream.clock_of(packet.payload_type());
+        let leg = &mut stream.legs[from];
+        leg.packets += 1;
+        leg.bytes += d.bytes.len() as u64;
+        if untimed {
+            leg.stats.update_sequence_only(packet.sequence());
+        } else {
+            leg.stats
+                .update(now, packet.sequence(), packet.timestamp(), clock);
+        }
+        leg.stats.add_bytes(d.bytes.len());
         if let Some(echo) = &mut session.echo {
             if echo.queue.len() < ECHO_QUEUE {
                 echo.queue.push_back((
@@ -1080,6 +1139,9 @@ impl Relay {
                             };
                             dir.out.marker = false;
                             dir.out.sequence = dir.out.sequence.wrapping_add(1);
+                            dir.packets_out = dir.packets_out.wrapping_add(1);
+                            dir.octets_out =
+                                dir.octets_out.wrapping_add(frame.payload.len() as u32);
                             let out_leg = &stream.legs[to];
                             if let Some(dest) = out_leg.rtp_destination() {
                                 outputs.push(Output::Transmit(Datagram {
@@ -1092,6 +1154,30 @@ impl Relay {
                         // The clock runs on through silence, so the far end's jitter buffer
                         // sees the real gap.
                         dir.out.timestamp = dir.out.timestamp.wrapping_add(dir.out_frame);
+                        if now >= dir.next_report && dir.packets_out > 0 {
+                            dir.next_report = now + REPORT_EVERY;
+                            let ntp = ntp_of(self.epoch, now);
+                            let report = rtcp::build_sender_report(
+                                &rtcp::SenderInfo {
+                                    ssrc: dir.out.ssrc,
+                                    ntp,
+                                    rtp_ts: dir.out.timestamp,
+                                    packets: dir.packets_out,
+                                    octets: dir.octets_out,
+                                },
+                                &[],
+                                "fieldmesh",
+                            );
+                            let out_leg = &mut stream.legs[to];
+                            out_leg.rtt.on_sender_report(now, dir.out.ssrc, ntp);
+                            if let Some((port, dest)) = out_leg.rtcp_destination() {
+                                outputs.push(Output::Transmit(Datagram {
+                                    local_port: port,
+                                    remote: dest,
+                                    bytes: Bytes::from(report),
+                                }));
+                            }
+                        }
                     }
                 }
                 if t.next_tick <= now {
@@ -1189,6 +1275,12 @@ fn log_report(report: &CallReport, timed_out: bool) {
             );
         }
     }
+}
+
+/// A 32.32 fixed-point timestamp since `epoch`, in the NTP format of RFC 3550 §4.
+fn ntp_of(epoch: Instant, now: Instant) -> u64 {
+    let since = now.duration_since(epoch);
+    (since.as_secs() << 32) | ((u64::from(since.subsec_nanos()) << 32) / 1_000_000_000)
 }
 
 fn xorshift(mut x: u64) -> u64 {

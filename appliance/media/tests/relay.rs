@@ -475,3 +475,47 @@ fn the_echo_service_plays_packets_back_after_the_delay() {
     );
     assert_eq!(sent[0].bytes, rtp(1, 96, b"hello"));
 }
+
+#[test]
+fn figures_use_each_payload_types_clock_and_survive_a_new_ssrc() {
+    let mut call = start(RelayConfig::default(), "96 101", "96 101");
+    let phone = format!("{PHONE}:4000");
+    let opus = |seq: u16, ssrc: u32| {
+        Bytes::from(
+            Header {
+                marker: false,
+                payload_type: 96,
+                sequence: seq,
+                timestamp: u32::from(seq) * 960,
+                ssrc,
+            }
+            .packet(&[1; 60]),
+        )
+    };
+    for seq in 0..50u16 {
+        call.send(call.phone_port, &phone, opus(seq, 1));
+        call.advance(Duration::from_millis(20));
+    }
+    // A DTMF event repeats its timestamp: no jitter from it.
+    for seq in 50..55u16 {
+        call.send(call.phone_port, &phone, rtp(seq, 101, &[1, 0, 0, 160]));
+        call.advance(Duration::from_millis(20));
+    }
+    // A new source (another SSRC, another sequence) on the same leg.
+    for seq in 0..20u16 {
+        call.send(call.phone_port, &phone, opus(seq + 9000, 2));
+        call.advance(Duration::from_millis(20));
+    }
+    let report = &call.relay.reports(call.now)[0];
+    let leg = &report.streams[0].legs[0];
+    assert_eq!(leg.quality.packets, 75, "counted across the SSRC change");
+    assert!(
+        leg.quality.jitter_ms < 1.0,
+        "48 kHz timestamps read at 48 kHz: {}",
+        leg.quality.jitter_ms
+    );
+    assert!(leg.quality.mos > 4.0, "{}", leg.quality.mos);
+    let callee = &report.streams[0].legs[1];
+    assert_eq!(callee.quality.packets, 0);
+    assert_eq!(callee.quality.mos, 0.0, "no estimate without packets");
+}

@@ -75,10 +75,9 @@ pub(crate) async fn run(
                 // On the stack and never held across an await: a thousand idle readers cost
                 // no buffers.
                 let mut buf = [0u8; 2048];
-                let (n, remote) = match socket.try_recv_from(&mut buf) {
-                    Ok(got) => got,
-                    // Spurious wake-ups, and ICMP errors (port unreachable after a phone left).
-                    Err(_) => continue,
+                // Spurious wake-ups, and ICMP errors (port unreachable after a phone left).
+                let Ok((n, remote)) = socket.try_recv_from(&mut buf) else {
+                    continue;
                 };
                 let now = Instant::now();
                 let mut shared = plane.lock();

@@ -129,6 +129,14 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(s.into())
 }
 
+/// What other tasks ask of the SIP task.
+pub(crate) struct Inbox {
+    /// The status API's questions.
+    pub(crate) status: mpsc::Receiver<StatusRequest>,
+    /// Calls whose media timed out: end them.
+    pub(crate) media_timeouts: mpsc::Receiver<String>,
+}
+
 /// Runs the driver until `shutdown` turns true.
 pub(crate) async fn run(
     mut endpoint: Endpoint<SqlStorage>,
@@ -136,10 +144,13 @@ pub(crate) async fn run(
     mesh_tx: watch::Sender<Option<mesh::Mesh>>,
     sockets: Sockets,
     max_message_bytes: usize,
-    mut status: mpsc::Receiver<StatusRequest>,
-    mut media_timeouts: mpsc::Receiver<String>,
+    inbox: Inbox,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Inbox {
+        mut status,
+        mut media_timeouts,
+    } = inbox;
     let (events_tx, mut events) = mpsc::channel::<NetEvent>(EVENTS);
     let mut readers = tokio::task::JoinSet::new();
     for socket in &sockets.udp {
