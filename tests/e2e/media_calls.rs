@@ -263,6 +263,17 @@ fn assert_figures(m: &MediaLab) -> [serde_json::Value; 2] {
         "B does not show the call as transcoded opus<->PCMU: {}",
         calls[1]
     );
+    // B sends its own sender reports on the legs it re-encodes; bob's receiver reports answer
+    // them, so B knows the round trip to its phone.
+    let rtt_to_bob = legs(&calls[1])
+        .into_iter()
+        .find(|(_, _, l)| l["leg"] == "callee")
+        .and_then(|(_, _, l)| l["rtt_ms"].as_f64());
+    assert!(
+        rtt_to_bob.is_some_and(|ms| (0.0..1000.0).contains(&ms)),
+        "B has no round trip to bob: {}",
+        calls[1]
+    );
     calls
 }
 

@@ -694,7 +694,9 @@ impl Relay {
                             started: false,
                             packets_out: 0,
                             octets_out: 0,
-                            next_report: now + REPORT_EVERY,
+                            // The first report early (RFC 3550 §6.2 allows half the
+                            // minimum), so even a short call learns its round trip.
+                            next_report: now + REPORT_EVERY / 5,
                             events: events[from].map(|((in_pt, in_rate), (out_pt, out_rate))| {
                                 EventMap {
                                     in_pt,
