@@ -764,3 +764,45 @@ fn echo_number_plays_the_callers_tone_back() {
         "alice did not hear her 1 kHz tone back: {heard}"
     );
 }
+
+#[test]
+fn a_call_without_media_is_ended_with_bye_to_both_phones_after_the_media_timeout() {
+    let m = MediaLab::with_config("media-timeout", None, Some("[media]\ntimeout_secs = 5\n"));
+    // Nobody sends RTP: sipp answers and waits for the BYE that the appliances send.
+    let callee =
+        m.b.phone("uas_rtp")
+            .key("aport", 7000)
+            .timeout(Duration::from_secs(40))
+            .spawn();
+    m.b.register("203", callee.port(), 300);
+    wait_route(
+        m.node_a(),
+        "203",
+        m.node_b(),
+        m.b.mesh_sip(),
+        ROUTE_WAIT,
+        |_| true,
+    );
+    let started = Instant::now();
+    let caller =
+        m.a.caller("uac_wait_bye")
+            .service("203")
+            .timeout(Duration::from_secs(40))
+            .run();
+    let ended_after = started.elapsed();
+    let got = callee.wait();
+    eprintln!("the caller's call ended after {ended_after:?}");
+    caller.expect_success(1);
+    got.expect_success(1);
+    assert!(
+        ended_after >= Duration::from_secs(5),
+        "ended before the media timeout: {ended_after:?}"
+    );
+    // Whichever appliance noticed first ended it; the other may just have relayed its BYE.
+    assert!(
+        [m.node_a(), m.node_b()]
+            .iter()
+            .any(|n| n.log_text().contains("ending the call: no media")),
+        "no appliance logged the media timeout"
+    );
+}

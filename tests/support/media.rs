@@ -44,6 +44,11 @@ impl MediaLab {
     /// A and B on one bridge, or with B behind an impairment hop if `impairment` is given.
     /// Each runs with `--media-ports` [`MEDIA_PORTS`].
     pub fn new(name: &str, impairment: Option<Impairment>) -> MediaLab {
+        MediaLab::with_config(name, impairment, None)
+    }
+
+    /// [`MediaLab::new`] with extra configuration (TOML) for both appliances.
+    pub fn with_config(name: &str, impairment: Option<Impairment>, toml: Option<&str>) -> MediaLab {
         let lab = Lab::new(name);
         let a = lab.appliance("a");
         let b_link = match impairment {
@@ -56,6 +61,7 @@ impl MediaLab {
                 "--media-ports".into(),
                 format!("{}-{}", MEDIA_PORTS.0, MEDIA_PORTS.1),
             ],
+            config_toml: toml.map(str::to_string),
             ..NodeOptions::default()
         };
         let nodes = [lab.start_node(&a, opts()), lab.start_node(&b, opts())];
