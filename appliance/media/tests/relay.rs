@@ -399,6 +399,17 @@ fn an_opus_caller_and_a_pcmu_callee_are_transcoded_both_ways() {
         let (sent, _) = call.advance(Duration::from_millis(20));
         opus_out.extend(sent);
     }
+    // Our own sender report goes out on the RTCP port after a second; the rest is opus.
+    let (reports, opus_out): (Vec<Datagram>, Vec<Datagram>) = opus_out
+        .into_iter()
+        .partition(|d| d.local_port == mesh_port + 1);
+    assert!(
+        reports
+            .iter()
+            .all(|d| fieldmesh_media::rtcp::Compound::parse(&d.bytes).is_ok()),
+        "{reports:?}"
+    );
+    assert_eq!(reports.len(), 1, "one sender report in the first second");
     assert!(opus_out.len() >= 40, "{} opus packets", opus_out.len());
     let mut decoder = Decoder::new(Codec::Opus).unwrap();
     let mut pcm = Vec::new();
