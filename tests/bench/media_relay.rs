@@ -58,6 +58,7 @@
 //! `target/bench/media-relay-latest.md`. Uses the `fieldmesh` binary `tests/support/node.rs`
 //! finds (the newest of target/{release,debug}, or `FIELDMESH_BIN`): build `--release`.
 
+use fieldmesh_tests::host::{clock_ticks, cpu_model, cpu_ticks, pin, which};
 use fieldmesh_tests::lab::{Appliance, Lab, PHONE_IP, PHONE_SIDE_IP, SIP_PORT, in_netns};
 use fieldmesh_tests::node::{Node, NodeOptions};
 use fieldmesh_tests::trace::percentile;
@@ -657,7 +658,7 @@ fn stream(ends: &Ends, flows: [Flow; 2], duration: Duration, pids: &[u32]) -> St
     .collect();
     // Let the receivers start.
     std::thread::sleep(Duration::from_millis(50));
-    let ticks_before = cpu_ticks(pids);
+    let ticks_before = pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>();
     let start = Instant::now() + Duration::from_millis(20);
     let senders: Vec<JoinHandle<(Vec<u64>, f64)>> = [
         (ends.phone.clone(), phone_flow, 0u32),
@@ -677,7 +678,7 @@ fn stream(ends: &Ends, flows: [Flow; 2], duration: Duration, pids: &[u32]) -> St
         .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
         .collect();
     std::thread::sleep(DRAIN);
-    let ticks_after = cpu_ticks(pids);
+    let ticks_after = pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>();
     let secs = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut rx: Vec<Rx> = receivers
@@ -698,7 +699,7 @@ fn stream(ends: &Ends, flows: [Flow; 2], duration: Duration, pids: &[u32]) -> St
         ],
         rx: [rx0, rx1],
         cpu_ticks,
-        cpu_secs: cpu_ticks as f64 / clock_ticks_per_second(),
+        cpu_secs: cpu_ticks as f64 / clock_ticks(),
         lag_ms,
     }
 }
@@ -1946,57 +1947,6 @@ impl Drop for Rtpengine {
 
 // ---- CPU ----
 
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of each process (all its threads), in clock ticks.
-fn cpu_ticks(pids: &[u32]) -> u64 {
-    pids.iter()
-        .map(|pid| {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let Some((_, rest)) = stat.rsplit_once(") ") else {
-                return 0;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let field =
-                |i: usize| -> u64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0) };
-            // After "pid (comm) ": state is field 0, utime 11, stime 12 (proc(5) 14 and 15).
-            field(11) + field(12)
-        })
-        .sum()
-}
-
-/// Pins every thread of `pids` to `cpu`.
-fn pin(pids: &[u32], cpu: Option<usize>) {
-    let Some(cpu) = cpu else {
-        return;
-    };
-    let mut set = CpuSet::new();
-    if set.set(cpu).is_err() {
-        return;
-    }
-    for pid in pids {
-        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            if let Some(tid) = task
-                .file_name()
-                .to_str()
-                .and_then(|t| t.parse::<i32>().ok())
-            {
-                let _ = sched_setaffinity(Pid::from_raw(tid), &set);
-            }
-        }
-    }
-}
-
 /// Pins the calling thread to CPU 1 (the load generator's core).
 fn pin_self(pin_it: bool) {
     if !pin_it {
@@ -2006,14 +1956,6 @@ fn pin_self(pin_it: bool) {
     if set.set(1).is_ok() {
         let _ = sched_setaffinity(Pid::from_raw(0), &set);
     }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 // ---- The report ----
@@ -2042,11 +1984,7 @@ fn render(r: &Render<'_>) -> String {
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|x| x.1))
-        .map_or("unknown CPU", str::trim);
+    let model = cpu_model();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let f1 = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     let f2 = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));

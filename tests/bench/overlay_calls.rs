@@ -31,6 +31,7 @@
 //! (sip-tester) and iproute2. Network only inside the lab's namespaces; every sipp run is
 //! bounded in count and time and stopped by PID; the lab removes its namespaces on drop.
 
+use fieldmesh_tests::host::{cpu_model, which};
 use fieldmesh_tests::impair::Impairment;
 use fieldmesh_tests::lab::{
     Appliance, Lab, Link, ROUTE_WAIT, live_routes, wait_neighbours, wait_route,
@@ -39,8 +40,7 @@ use fieldmesh_tests::node::{Node, NodeOptions};
 use fieldmesh_tests::sipp::Outcome;
 use fieldmesh_tests::trace::{percentile, ringing_latencies};
 use std::fmt::Write as _;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Hold time of every call (the uac's `<pause/>` before BYE).
@@ -289,24 +289,12 @@ fn retransmissions(out: &Outcome) -> u64 {
         .unwrap_or(0)
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 fn render(cfg: &Settings, binary: &Path, two: &Figures, three: &Figures, took: Duration) -> String {
     let mut out = String::new();
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|x| x.1))
-        .map_or("unknown CPU", str::trim);
+    let model = cpu_model();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let _ = writeln!(
         out,

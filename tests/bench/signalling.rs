@@ -28,11 +28,11 @@
 //! sipp run is bounded in count and time, and only processes this bench started are stopped,
 //! by PID. Needs `sipp` (sip-tester), `kamailio` and `kamailio-sqlite-modules`, and `strip`.
 
+use fieldmesh_tests::host::{clock_ticks, cpu_model, cpu_ticks, pin, which};
 use fieldmesh_tests::ports::free_port;
 use fieldmesh_tests::sipp::scenario_path;
 use fieldmesh_tests::trace::{percentile, ringing_latencies};
 use fieldmesh_tests::wait::wait_until;
-use nix::sched::{CpuSet, sched_setaffinity};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -274,14 +274,6 @@ impl Tools {
     }
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -295,11 +287,7 @@ struct Machine {
 
 impl Machine {
     fn describe(tools: &Tools) -> Machine {
-        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let model = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|x| x.1))
-            .map_or("unknown CPU".to_string(), |m| m.trim().to_string());
+        let model = cpu_model();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
         let rmem = fs::read_to_string("/proc/sys/net/core/rmem_max").unwrap_or_default();
@@ -363,15 +351,6 @@ fn loadavg() -> String {
 // ---------------------------------------------------------------------------------------------
 // Processes: CPU and memory of a SUT, by PID.
 
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 /// `pid` and every process below it (`/proc/<pid>/task/<tid>/children`).
 fn process_tree(pid: u32) -> Vec<u32> {
     let mut out = vec![pid];
@@ -394,18 +373,6 @@ fn process_tree(pid: u32) -> Vec<u32> {
     out.sort_unstable();
     out.dedup();
     out
-}
-
-/// utime + stime of one process in clock ticks (all its threads, live and exited).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some((_, rest)) = stat.rsplit_once(") ") else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> u64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0) };
-    // After "pid (comm) ": state is field 0, utime 11, stime 12 (proc(5) fields 14 and 15).
-    field(11) + field(12)
 }
 
 fn pss_bytes(pid: u32) -> u64 {
@@ -452,30 +419,6 @@ impl Sample {
             100.0 * busy / total
         } else {
             0.0
-        }
-    }
-}
-
-fn pin(pids: &[u32], cpu: Option<usize>) {
-    let Some(cpu) = cpu else {
-        return;
-    };
-    let mut set = CpuSet::new();
-    if set.set(cpu).is_err() {
-        return;
-    }
-    for pid in pids {
-        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            if let Some(tid) = task
-                .file_name()
-                .to_str()
-                .and_then(|t| t.parse::<i32>().ok())
-            {
-                let _ = sched_setaffinity(Pid::from_raw(tid), &set);
-            }
         }
     }
 }

@@ -20,9 +20,7 @@
 use fieldmesh_tests::audio::{self, ToneReport};
 use fieldmesh_tests::baresip::{Baresip, BaresipOptions};
 use fieldmesh_tests::impair::Impairment;
-use fieldmesh_tests::lab::{
-    Appliance, PHONE_IP, PHONE_SIDE_IP, PHONE_SIDE_SIP, ROUTE_WAIT, wait_route,
-};
+use fieldmesh_tests::lab::{Appliance, PHONE_IP, PHONE_SIDE_IP, PHONE_SIDE_SIP};
 use fieldmesh_tests::media::{
     MediaLab, RandomLoss, RtpPeer, Sdp, Stream, assert_anchored, describe_call, dtmf_digits, gaps,
     legs, quality_lines, sdp_of, stream_payload, wait_recent_calls,
@@ -380,15 +378,7 @@ fn sipp_pcap_audio_reaches_the_far_phone_through_both_appliances() {
             .key("aport", sink_addr.port())
             .timeout(Duration::from_secs(40))
             .spawn();
-    m.b.register("202", callee.port(), 300);
-    wait_route(
-        m.node_a(),
-        "202",
-        m.node_b(),
-        m.b.mesh_sip(),
-        ROUTE_WAIT,
-        |_| true,
-    );
+    m.register_on_b("202", callee.port());
 
     let caller =
         m.a.caller("uac_pcap_proxy")
@@ -542,15 +532,7 @@ fn video_and_text_packets_are_relayed_both_ways_on_the_ports_of_the_sdp() {
             .key("tport", KINDS[2].port)
             .timeout(Duration::from_secs(40))
             .spawn();
-    m.b.register("202", callee.port(), 300);
-    wait_route(
-        m.node_a(),
-        "202",
-        m.node_b(),
-        m.b.mesh_sip(),
-        ROUTE_WAIT,
-        |_| true,
-    );
+    m.register_on_b("202", callee.port());
     let caller =
         m.a.caller("uac_av")
             .service("202")
@@ -774,15 +756,7 @@ fn a_call_without_media_is_ended_with_bye_to_both_phones_after_the_media_timeout
             .key("aport", 7000)
             .timeout(Duration::from_secs(40))
             .spawn();
-    m.b.register("203", callee.port(), 300);
-    wait_route(
-        m.node_a(),
-        "203",
-        m.node_b(),
-        m.b.mesh_sip(),
-        ROUTE_WAIT,
-        |_| true,
-    );
+    m.register_on_b("203", callee.port());
     let started = Instant::now();
     let caller =
         m.a.caller("uac_wait_bye")

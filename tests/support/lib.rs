@@ -6,6 +6,7 @@
 
 pub mod audio;
 pub mod baresip;
+pub mod host;
 pub mod http;
 pub mod impair;
 pub mod lab;

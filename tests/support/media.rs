@@ -90,6 +90,20 @@ impl MediaLab {
         wait_route(nb, on_a, na, self.a.mesh_sip(), ROUTE_WAIT, |_| true);
     }
 
+    /// Registers a sipp phone listening on `port` in B's phone namespace as `ext`, and waits
+    /// until A routes `ext` to B.
+    pub fn register_on_b(&self, ext: &str, port: u16) {
+        self.b.register(ext, port, 300);
+        wait_route(
+            &self.nodes[0],
+            ext,
+            &self.nodes[1],
+            self.b.mesh_sip(),
+            ROUTE_WAIT,
+            |_| true,
+        );
+    }
+
     /// Prints both appliances' `calls` and `recent_calls`.
     pub fn print_calls(&self) {
         for node in &self.nodes {

@@ -503,32 +503,13 @@ impl Relay {
         for (offset, relayed) in new_relayed.into_iter().enumerate() {
             let index = existing + offset;
             let (a, b) = if relayed {
-                let a = self.free.pop_front().expect("counted above");
-                let b = self.free.pop_front().expect("counted above");
-                (a, b)
+                (
+                    self.claim_pair(call_id, index, Party::Caller),
+                    self.claim_pair(call_id, index, Party::Callee),
+                )
             } else {
                 (0, 0)
             };
-            for (port, party) in [(a, Party::Caller), (b, Party::Callee)] {
-                if port != 0 {
-                    self.ports.insert(
-                        port,
-                        PortUse {
-                            call_id: call_id.to_string(),
-                            stream: index,
-                            party,
-                        },
-                    );
-                    self.ports.insert(
-                        port + 1,
-                        PortUse {
-                            call_id: call_id.to_string(),
-                            stream: index,
-                            party,
-                        },
-                    );
-                }
-            }
             let media = sd.media_descriptions[index].media.media_type.to_string();
             self.sessions
                 .get_mut(call_id)
@@ -792,22 +773,10 @@ impl Relay {
             let relayable = md.media.port != 0 && sdp::is_relayable(md);
             if index >= existing {
                 let port = if relayable {
-                    self.free.pop_front().expect("counted above")
+                    self.claim_pair(call_id, index, Party::Caller)
                 } else {
                     0
                 };
-                if port != 0 {
-                    for p in [port, port + 1] {
-                        self.ports.insert(
-                            p,
-                            PortUse {
-                                call_id: call_id.to_string(),
-                                stream: index,
-                                party: Party::Caller,
-                            },
-                        );
-                    }
-                }
                 let session = self.sessions.get_mut(call_id).expect("exists");
                 session.streams.push(Stream {
                     media: md.media.media_type.to_string(),
@@ -857,6 +826,25 @@ impl Relay {
         }
         tracing::info!(call_id, "echo call answered");
         Ok(out)
+    }
+
+    /// Takes an RTP/RTCP pair from the pool for one leg; the caller has checked there is one.
+    fn claim_pair(&mut self, call_id: &str, stream: usize, party: Party) -> u16 {
+        let port = self
+            .free
+            .pop_front()
+            .expect("the caller counted the free pairs");
+        for p in [port, port + 1] {
+            self.ports.insert(
+                p,
+                PortUse {
+                    call_id: call_id.to_string(),
+                    stream,
+                    party,
+                },
+            );
+        }
+        port
     }
 
     /// The dialog ended (BYE, a final non-2xx to the INVITE, CANCEL): release its ports and
@@ -985,7 +973,6 @@ impl Relay {
             leg.stats
                 .update(now, packet.sequence(), packet.timestamp(), clock);
         }
-        leg.stats.add_bytes(d.bytes.len());
         if let Some(echo) = &mut session.echo {
             if echo.queue.len() < ECHO_QUEUE {
                 echo.queue.push_back((
