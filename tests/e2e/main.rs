@@ -24,3 +24,4 @@ mod sip_message;
 mod sip_register;
 mod sip_torture;
 mod sip_unknown_method;
+mod voicemail;

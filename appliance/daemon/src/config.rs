@@ -42,6 +42,12 @@ pub(crate) struct ConfigFile {
     /// The echo test number; empty turns the service off.
     pub(crate) media_echo: String,
     pub(crate) media_echo_delay: Duration,
+    pub(crate) voicemail_enabled: bool,
+    /// The number a phone dials to hear its mailbox.
+    pub(crate) voicemail_number: String,
+    pub(crate) voicemail_max: Duration,
+    /// How long voicemails (and undelivered messages) are kept.
+    pub(crate) store_keep: Duration,
 }
 
 /// Overrides from the command line.
@@ -138,6 +144,10 @@ impl ConfigFile {
             media_timeout: Duration::ZERO,
             media_echo: String::new(),
             media_echo_delay: Duration::ZERO,
+            voicemail_enabled: true,
+            voicemail_number: String::new(),
+            voicemail_max: Duration::ZERO,
+            store_keep: Duration::ZERO,
         };
         c.apply(table, origin)?;
         Ok(c)
@@ -214,17 +224,18 @@ impl ConfigFile {
             "media.timeout_secs" => {
                 self.media_timeout = Duration::from_secs(integer(name, v, 5, 3600)?)
             }
-            "media.echo" => {
-                let echo = string(name, v)?;
-                if !echo
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"*#+-_.".contains(&b))
-                {
-                    return Err(ConfigError(format!(
-                        "{name}: expected an extension like \"*43\" (digits, letters, * # + - _ .), got {echo:?}"
-                    )));
-                }
-                self.media_echo = echo;
+            "media.echo" => self.media_echo = extension(name, v, true)?,
+            "voicemail.enabled" => {
+                self.voicemail_enabled = v.as_bool().ok_or_else(|| {
+                    ConfigError(format!("{name}: expected true or false, got {v}"))
+                })?
+            }
+            "voicemail.number" => self.voicemail_number = extension(name, v, false)?,
+            "voicemail.max_secs" => {
+                self.voicemail_max = Duration::from_secs(integer(name, v, 5, 3600)?)
+            }
+            "store.keep_days" => {
+                self.store_keep = Duration::from_secs(integer(name, v, 1, 365)? * 86_400)
             }
             "media.echo_delay_ms" => {
                 self.media_echo_delay = Duration::from_millis(integer(name, v, 0, 5000)?)
@@ -306,6 +317,21 @@ fn strings(name: &str, v: &toml::Value) -> Result<Vec<String>, ConfigError> {
         .iter()
         .map(|s| s.as_str().map(str::to_string).ok_or_else(err))
         .collect()
+}
+
+/// A service number like `*43`; `may_be_empty` for services that "" turns off.
+fn extension(name: &str, v: &toml::Value, may_be_empty: bool) -> Result<String, ConfigError> {
+    let number = string(name, v)?;
+    if (number.is_empty() && !may_be_empty)
+        || !number
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"*#+-_.".contains(&b))
+    {
+        return Err(ConfigError(format!(
+            "{name}: expected an extension like \"*43\" (digits, letters, * # + - _ .), got {number:?}"
+        )));
+    }
+    Ok(number)
 }
 
 fn integer(name: &str, v: &toml::Value, min: u64, max: u64) -> Result<u64, ConfigError> {

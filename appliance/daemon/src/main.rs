@@ -57,6 +57,19 @@ enum Command {
     },
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Copy the durable state (bindings, messages, voicemails) to a new SQLite file, safely
+    /// while the appliance runs: the backup command.
+    Export {
+        /// The configuration the appliance runs with (for state.dir).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The state directory; default: state.dir of the configuration.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Where to write the copy; must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// This appliance at a glance: name, version, uptime, overlay identity, phones, neighbours.
     Status {
         #[command(flatten)]
@@ -106,6 +119,11 @@ fn main() -> ExitCode {
             print!("{}", config::DEFAULT_TOML);
             ExitCode::SUCCESS
         }
+        Command::Export {
+            config,
+            state_dir,
+            out,
+        } => cli::export::run(config, state_dir, &out),
         Command::Setup { settings, out } => cli::setup::run(&settings, out.as_deref()),
         Command::Status { view } => {
             cli::status::run(cli::status::View::Status, view.api, view.json)

@@ -59,6 +59,32 @@ impl MediaPlane {
     }
 }
 
+/// What the relay said, as a command for the SIP core. A recording becomes a voicemail here:
+/// the id and the date are the appliance's (the relay has neither a clock nor randomness).
+pub(crate) fn command(news: crate::driver::media::MediaNews) -> sip::Command {
+    use crate::driver::media::MediaNews;
+    match news {
+        MediaNews::End(call_id) => sip::Command::EndCall { call_id },
+        MediaNews::Mailbox(action) => sip::Command::Mailbox { action },
+        MediaNews::Recorded {
+            mailbox,
+            from,
+            audio,
+            duration,
+        } => sip::Command::VoicemailRecorded {
+            voicemail: sip::StoredVoicemail {
+                id: format!("{:016x}{:016x}", crate::run::seed(), crate::run::seed()),
+                aor: mailbox,
+                from,
+                date: httpdate::fmt_http_date(std::time::SystemTime::now()),
+                duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                audio: audio.into(),
+                heard: false,
+            },
+        },
+    }
+}
+
 fn refusal(e: SdpError) -> MediaRefusal {
     let (code, reason) = e.status();
     MediaRefusal {
@@ -102,6 +128,50 @@ impl sip::Media for MediaPlane {
         ip: IpAddr,
     ) -> Result<Bytes, MediaRefusal> {
         let result = self.lock().relay.handle_echo_offer(now, call_id, body, ip);
+        self.wake.notify_one();
+        result.map_err(refusal)
+    }
+
+    fn record(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        body: &[u8],
+        ip: IpAddr,
+        mailbox: &str,
+        from: &str,
+    ) -> Result<Bytes, MediaRefusal> {
+        let label = media::relay::RecordingLabel {
+            mailbox: mailbox.to_string(),
+            from: from.to_string(),
+        };
+        let result = self
+            .lock()
+            .relay
+            .handle_record_offer(now, call_id, body, ip, label);
+        self.wake.notify_one();
+        result.map_err(refusal)
+    }
+
+    fn play(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        body: &[u8],
+        ip: IpAddr,
+        messages: &[sip::StoredVoicemail],
+    ) -> Result<Bytes, MediaRefusal> {
+        let items = messages
+            .iter()
+            .map(|m| media::voicemail::PlaybackItem {
+                id: m.id.clone(),
+                audio: m.audio.to_vec(),
+            })
+            .collect();
+        let result = self
+            .lock()
+            .relay
+            .handle_playback_offer(now, call_id, body, ip, items);
         self.wake.notify_one();
         result.map_err(refusal)
     }

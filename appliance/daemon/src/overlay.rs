@@ -89,9 +89,13 @@ pub(crate) const REPLICAS: usize = 2;
 /// driver, which owns the store: `None`).
 pub(crate) fn command(event: MeshEvent) -> Option<Command> {
     Some(match event {
-        MeshEvent::Replicas { replicas } => Command::StoreReplicas {
-            messages: replicas.into_iter().filter_map(from_replica).collect(),
-        },
+        MeshEvent::Replicas { replicas } => {
+            let (messages, voicemails) = split(replicas);
+            Command::StoreReplicas {
+                messages,
+                voicemails,
+            }
+        }
         MeshEvent::Delivered { ids } => Command::ForgetMessages { ids },
         MeshEvent::FetchRequest { .. } => return None,
         MeshEvent::Routes { aor, routes, known } => Command::RemoteRoutes {
@@ -128,6 +132,7 @@ pub(crate) fn to_replica(m: &sip::StoredMessage) -> mesh::Replica {
     mesh::Replica {
         id: m.id.clone(),
         aor: m.aor.clone(),
+        kind: mesh::ReplicaKind::Message,
         payload: serde_json::to_vec(&payload).expect("a message payload always serialises"),
     }
 }
@@ -146,6 +151,76 @@ pub(crate) fn from_replica(r: mesh::Replica) -> Option<sip::StoredMessage> {
         }),
         Err(e) => {
             tracing::warn!(id = %r.id, error = %e, "undecodable message replica dropped");
+            None
+        }
+    }
+}
+
+/// Replicas as messages and voicemails; undecodable ones are dropped with a log line.
+pub(crate) fn split(
+    replicas: Vec<mesh::Replica>,
+) -> (Vec<sip::StoredMessage>, Vec<sip::StoredVoicemail>) {
+    let (voicemails, messages): (Vec<_>, Vec<_>) = replicas
+        .into_iter()
+        .partition(|r| r.kind == mesh::ReplicaKind::Voicemail);
+    (
+        messages.into_iter().filter_map(from_replica).collect(),
+        voicemails
+            .into_iter()
+            .filter_map(voicemail_from_replica)
+            .collect(),
+    )
+}
+
+/// What travels with a voicemail's audio: its header, as JSON before the audio bytes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct VoicemailHeader {
+    from: String,
+    date: String,
+    duration_ms: u64,
+}
+
+/// A voicemail as the overlay carries it: a 4-byte length, the JSON header, then the audio
+/// as it is (JSON would triple the size of the bytes).
+pub(crate) fn voicemail_replica(v: &sip::StoredVoicemail) -> mesh::Replica {
+    let header = serde_json::to_vec(&VoicemailHeader {
+        from: v.from.clone(),
+        date: v.date.clone(),
+        duration_ms: v.duration_ms,
+    })
+    .expect("a voicemail header always serialises");
+    let mut payload = Vec::with_capacity(4 + header.len() + v.audio.len());
+    payload.extend_from_slice(&u32::try_from(header.len()).unwrap_or(0).to_be_bytes());
+    payload.extend_from_slice(&header);
+    payload.extend_from_slice(&v.audio);
+    mesh::Replica {
+        id: v.id.clone(),
+        aor: v.aor.clone(),
+        kind: mesh::ReplicaKind::Voicemail,
+        payload,
+    }
+}
+
+/// A voicemail replica back; one that does not decode is dropped with a log line.
+pub(crate) fn voicemail_from_replica(r: mesh::Replica) -> Option<sip::StoredVoicemail> {
+    let decoded = (|| {
+        let len = u32::from_be_bytes(r.payload.get(..4)?.try_into().ok()?) as usize;
+        let header: VoicemailHeader = serde_json::from_slice(r.payload.get(4..4 + len)?).ok()?;
+        let audio = r.payload.get(4 + len..)?;
+        Some((header, audio.to_vec()))
+    })();
+    match decoded {
+        Some((h, audio)) if !audio.is_empty() => Some(sip::StoredVoicemail {
+            id: r.id,
+            aor: r.aor,
+            from: h.from,
+            date: h.date,
+            duration_ms: h.duration_ms,
+            audio: audio.into(),
+            heard: false,
+        }),
+        _ => {
+            tracing::warn!(id = %r.id, aor = %r.aor, "undecodable voicemail replica dropped");
             None
         }
     }

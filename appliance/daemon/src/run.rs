@@ -32,7 +32,7 @@ pub(crate) async fn run(
     let started = Instant::now();
     let db = store::Db::open(&config.state_dir)?;
     tracing::info!(state = %db.path().display(), "state opened");
-    let mut storage = SqlStorage::new(db);
+    let mut storage = SqlStorage::new(db, config.file.store_keep);
     let file = &config.file;
     let registrar = sip::RegistrarConfig {
         min_expires: file.min_expires,
@@ -71,14 +71,18 @@ pub(crate) async fn run(
         listen: listen.clone(),
         rng_seed: seed(),
         echo: (file.media_enabled && !file.media_echo.is_empty()).then(|| file.media_echo.clone()),
+        voicemail: sip::VoicemailConfig {
+            enabled: file.media_enabled && file.voicemail_enabled,
+            number: file.voicemail_number.clone(),
+        },
         ..sip::Config::default()
     };
     let mut endpoint = sip::Endpoint::new(started, sip_config, storage);
     let restored = bindings.len();
     endpoint.restore(started, bindings, known);
     let (stop_tx, stop_rx) = watch::channel(false);
-    // Calls the relay found silent go to the SIP task, which ends them with BYE.
-    let (timed_out, media_timeouts) = mpsc::channel::<String>(64);
+    // What the relay says (silent calls, recordings, mailbox keys) goes to the SIP task.
+    let (news_tx, media_news) = mpsc::channel::<driver::media::MediaNews>(64);
     let plane = file.media_enabled.then(|| {
         let (first, last) = file.media_ports;
         let (sockets, ports) = driver::media::MediaSockets::bind(first, last);
@@ -96,6 +100,7 @@ pub(crate) async fn run(
                 ports,
                 media_timeout: file.media_timeout,
                 echo_delay: file.media_echo_delay,
+                max_recording: file.voicemail_max,
                 rng_seed: seed(),
                 ..media::relay::RelayConfig::default()
             },
@@ -105,7 +110,7 @@ pub(crate) async fn run(
         tokio::spawn(driver::media::run(
             plane.clone(),
             sockets,
-            timed_out.clone(),
+            news_tx.clone(),
             stop_rx.clone(),
         ));
         plane
@@ -145,7 +150,7 @@ pub(crate) async fn run(
         file.max_message_bytes,
         driver::sip::Inbox {
             status: status_rx,
-            media_timeouts,
+            media_news,
         },
         stop_rx,
     ));
@@ -176,7 +181,7 @@ pub(crate) async fn run(
 }
 
 /// A seed for tags and branches: they must differ between runs and appliances.
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     let mut bytes = [0u8; 8];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         use std::io::Read;

@@ -3,7 +3,7 @@
 
 use sip::{BindingRecord, StorageError, Transport};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use store::{BindingRow, Db, MessageRow};
+use store::{BindingRow, Db, MessageRow, VoicemailRow};
 
 /// What the core gets back at start: live bindings, and extensions with how much longer each
 /// stays known.
@@ -15,11 +15,24 @@ pub(crate) struct Restored {
 /// SQLite-backed storage for the SIP core.
 pub(crate) struct SqlStorage {
     db: Db,
+    /// How long messages and voicemails wait for their extension.
+    keep_ms: i64,
 }
 
 impl SqlStorage {
-    pub(crate) fn new(db: Db) -> Self {
-        SqlStorage { db }
+    pub(crate) fn new(db: Db, keep: Duration) -> Self {
+        SqlStorage {
+            db,
+            keep_ms: i64::try_from(keep.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Every message and voicemail kept here: (id, extension, kind).
+    pub(crate) fn stored(&mut self) -> Vec<(String, String, &'static str)> {
+        self.db.stored_ids().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "stored items unreadable");
+            Vec::new()
+        })
     }
 
     /// Bindings and recently seen extensions to put back into the core at start.
@@ -68,7 +81,7 @@ impl sip::Storage for SqlStorage {
     fn save_message(&mut self, m: &sip::StoredMessage) -> Result<(), StorageError> {
         let now = now_ms();
         // Messages nobody collected in a week are dropped (issue 6's default).
-        let _ = self.db.expire_messages(now.saturating_sub(MESSAGE_KEEP_MS));
+        let _ = self.db.expire_messages(now.saturating_sub(self.keep_ms));
         let row = MessageRow {
             id: m.id.clone(),
             aor: m.aor.clone(),
@@ -119,6 +132,65 @@ impl sip::Storage for SqlStorage {
             .message_counts(aor)
             .map_err(|e| StorageError(e.to_string()))
     }
+
+    fn save_voicemail(&mut self, v: &sip::StoredVoicemail) -> Result<(), StorageError> {
+        let now = now_ms();
+        let _ = self.db.expire_voicemail(now.saturating_sub(self.keep_ms));
+        let row = VoicemailRow {
+            id: v.id.clone(),
+            aor: v.aor.clone(),
+            from_hdr: v.from.clone(),
+            date: v.date.clone(),
+            // When it was recorded (a replica may arrive long after): the mailbox is played
+            // newest first, and expiry counts from the recording.
+            received_ms: httpdate::parse_http_date(&v.date)
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_millis()).ok())
+                .unwrap_or(now),
+            duration_ms: i64::try_from(v.duration_ms).unwrap_or(i64::MAX),
+            audio: v.audio.to_vec(),
+            heard: v.heard,
+        };
+        self.db.save_voicemail(&row).map_err(error)
+    }
+
+    fn voicemails(&mut self, aor: &str) -> Result<Vec<sip::StoredVoicemail>, StorageError> {
+        let rows = self.db.voicemails(aor).map_err(error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| sip::StoredVoicemail {
+                id: r.id,
+                aor: r.aor,
+                from: r.from_hdr,
+                date: r.date,
+                duration_ms: u64::try_from(r.duration_ms).unwrap_or(0),
+                audio: r.audio.into(),
+                heard: r.heard,
+            })
+            .collect())
+    }
+
+    fn voicemail_counts(&mut self, aor: &str) -> Result<(u64, u64), StorageError> {
+        self.db.voicemail_counts(aor).map_err(error)
+    }
+
+    fn voicemail_heard(&mut self, id: &str) -> Result<Option<String>, StorageError> {
+        self.db.voicemail_heard(id).map_err(error)
+    }
+
+    fn delete_voicemail(&mut self, id: &str) -> Result<Option<String>, StorageError> {
+        self.db.delete_voicemail(id, now_ms()).map_err(error)
+    }
+}
+
+/// A store error for the core; a full disk says so, for the log line and the 503.
+fn error(e: store::StoreError) -> StorageError {
+    if e.is_full() {
+        StorageError(format!("disk full: {e}"))
+    } else {
+        StorageError(e.to_string())
+    }
 }
 
 fn row(r: &BindingRecord, now: i64) -> BindingRow {
@@ -167,9 +239,6 @@ fn record(row: BindingRow, now: i64) -> Option<BindingRecord> {
     }
     parsed
 }
-
-/// How long an undelivered message is kept: 7 days.
-const MESSAGE_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
 
 fn now_ms() -> i64 {
     SystemTime::now()

@@ -30,4 +30,8 @@ pub enum MediaError {
         /// Length of the rejected payload.
         len: usize,
     },
+    /// A stored voicemail recording is not a valid `FMVM1` container (wrong magic, or a frame
+    /// cut short).
+    #[error("stored recording: {0}")]
+    Recording(&'static str),
 }

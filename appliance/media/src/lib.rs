@@ -9,7 +9,8 @@
 //! Map: [`rtp`] and [`rtcp`] are packet views; [`sdp`] is offer/answer rewriting over
 //! `ezk-sdp-types`; [`relay`] is the machine (sessions, streams, legs, latching, timeouts);
 //! [`jitter`], [`codec`] and [`transcode`] are the decoded path; [`dtmf`] re-times RFC 4733
-//! events between clock rates; [`quality`] turns RTP/RTCP into loss, jitter, RTT and MOS.
+//! events between clock rates; [`quality`] turns RTP/RTCP into loss, jitter, RTT and MOS;
+//! [`voicemail`] records messages after a greeting and plays mailboxes back.
 
 pub mod relay;
 pub mod rtp;
@@ -26,4 +27,5 @@ pub mod dtmf;
 pub mod error;
 pub mod jitter;
 pub mod transcode;
+pub mod voicemail;
 // END codec-helper

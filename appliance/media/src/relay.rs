@@ -9,6 +9,11 @@
 //! sides share no codec is **transcoded**: each direction is decoded into a jitter buffer,
 //! resampled and re-encoded on a 20 ms tick; otherwise packets pass untouched, unbuffered.
 //!
+//! Two kinds of session answer the phone themselves, with one leg of our own ports: the echo
+//! service plays packets back, and voicemail ([`Relay::handle_record_offer`],
+//! [`Relay::handle_playback_offer`], the media in [`crate::voicemail`]) speaks to the phone
+//! on the same 20 ms tick as transcoding.
+//!
 //! Drive it like the SIP endpoint: [`Relay::handle_input`], then drain [`Relay::poll_output`],
 //! then sleep until [`Relay::poll_timeout`]. The SIP side calls [`Relay::handle_sdp`] with every
 //! SDP body that crosses the appliance and [`Relay::end`] when the dialog ends.
@@ -20,11 +25,14 @@ use crate::rtcp;
 use crate::rtp::{Header, Packet};
 use crate::sdp::{self, Format, SdpError};
 use crate::transcode::Transcoder;
+use crate::voicemail::{PlaybackItem, Player, Recorder};
 use bytes::Bytes;
 use ezk_sdp_types::{Direction, SessionDescription};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+
+pub use crate::voicemail::MailboxAction;
 
 /// How the relay behaves; the daemon fills it from `[media]`.
 #[derive(Clone, Debug)]
@@ -43,6 +51,8 @@ pub struct RelayConfig {
     pub transcode: Vec<Codec>,
     /// Seed for SSRCs of the streams we originate (transcoded legs).
     pub rng_seed: u64,
+    /// A voicemail recording stops here ([`Event::Finished`]).
+    pub max_recording: Duration,
 }
 
 impl Default for RelayConfig {
@@ -54,6 +64,7 @@ impl Default for RelayConfig {
             echo_delay: Duration::from_millis(500),
             transcode: vec![Codec::Opus, Codec::Pcmu, Codec::Pcma],
             rng_seed: 0,
+            max_recording: Duration::from_secs(180),
         }
     }
 }
@@ -83,7 +94,7 @@ pub enum Output {
 }
 
 /// What the daemon should know.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum Event {
     /// A stream of this call was silent for the media timeout: the call should end (BYE on
     /// both legs). The session is already released.
@@ -91,6 +102,30 @@ pub enum Event {
     /// A session ended (dialog over, timed out or replaced); its figures, for the log and the
     /// operator's views.
     Ended(CallReport),
+    /// A voicemail recording session was released (by [`Relay::end`] or a media timeout) and
+    /// held a message; store it. Comes before that session's [`Event::Ended`].
+    Recorded {
+        call_id: String,
+        label: RecordingLabel,
+        /// Opus frames packed by [`crate::voicemail::pack`].
+        audio: Vec<u8>,
+        duration: Duration,
+    },
+    /// A recording reached [`RelayConfig::max_recording`]: end the call (BYE, then
+    /// [`Relay::end`], which emits [`Event::Recorded`]). Emitted once.
+    Finished { call_id: String },
+    /// The listener of a mailbox deleted a message, or heard it.
+    Mailbox {
+        call_id: String,
+        action: MailboxAction,
+    },
+}
+
+/// Whose voicemail a recording is, carried untouched into [`Event::Recorded`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordingLabel {
+    pub mailbox: String,
+    pub from: String,
 }
 
 /// Where an SDP body is going: our address on that side, and whether it is one of our phones
@@ -150,6 +185,8 @@ pub struct CallReport {
     pub call_id: String,
     pub duration: Duration,
     pub echo: bool,
+    /// What the session is: `"relay"`, `"echo"`, `"record"` (voicemail) or `"playback"`.
+    pub service: &'static str,
     pub streams: Vec<StreamReport>,
 }
 
@@ -334,6 +371,98 @@ struct Echo {
     queue: VecDeque<(Instant, u16, SocketAddr, Bytes)>,
 }
 
+/// A voicemail service on one m-line of a session.
+struct Voicemail {
+    /// The served stream; its caller leg is the phone.
+    stream: usize,
+    codec: Codec,
+    payload_type: u8,
+    next_tick: Instant,
+    service: Service,
+}
+
+enum Service {
+    Record {
+        recorder: Box<Recorder>,
+        label: RecordingLabel,
+        finished: bool,
+    },
+    Play(Box<Player>),
+}
+
+impl Voicemail {
+    /// Whether it still has something to do on the tick: playing, or recording.
+    fn is_ticking(&self) -> bool {
+        match &self.service {
+            Service::Record { recorder, .. } => !recorder.is_full(),
+            Service::Play(player) => !player.is_done(),
+        }
+    }
+
+    /// Runs the ticks due at `now`: at most a few, like a transcoded stream, so a stalled
+    /// process does not burst audio at the phone.
+    fn handle_ticks(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        streams: &mut [Stream],
+        outputs: &mut Vec<Output>,
+    ) {
+        let Some(stream) = streams.get_mut(self.stream) else {
+            return;
+        };
+        let mut ticks = 0;
+        while self.is_ticking() && self.next_tick <= now && ticks < 5 {
+            ticks += 1;
+            self.next_tick += TICK;
+            let packet = match &mut self.service {
+                Service::Record {
+                    recorder, finished, ..
+                } => {
+                    let packet = recorder.handle_tick(now);
+                    if recorder.is_full() && !*finished {
+                        *finished = true;
+                        tracing::info!(call_id, "voicemail reached its maximum length");
+                        outputs.push(Output::Event(Event::Finished {
+                            call_id: call_id.to_string(),
+                        }));
+                    }
+                    packet
+                }
+                Service::Play(player) => {
+                    let packet = player.handle_tick();
+                    while let Some(action) = player.poll_action() {
+                        outputs.push(Output::Event(Event::Mailbox {
+                            call_id: call_id.to_string(),
+                            action,
+                        }));
+                    }
+                    packet
+                }
+            };
+            // A phone may send nothing while it listens (to the greeting, or to its
+            // mailbox): while we play, the call is alive, and the media timeout counts from
+            // our last packet.
+            if packet.is_some() {
+                stream.last_activity = now;
+            }
+            let leg = &stream.legs[0];
+            if let Some(bytes) = packet
+                && let Some(dest) = leg.rtp_destination()
+            {
+                outputs.push(Output::Transmit(Datagram {
+                    local_port: leg.port,
+                    remote: dest,
+                    bytes: Bytes::from(bytes),
+                }));
+            }
+        }
+        if self.next_tick <= now {
+            self.next_tick = now + TICK;
+        }
+    }
+}
+
 struct Session {
     caller_tag: String,
     started: Instant,
@@ -342,6 +471,7 @@ struct Session {
     /// The last SDP in and out per sender, so retransmitted 2xx are rewritten identically.
     last: Vec<(String, Bytes, IpAddr, Bytes)>,
     echo: Option<Echo>,
+    voicemail: Option<Voicemail>,
 }
 
 /// Which leg a port belongs to.
@@ -430,6 +560,7 @@ impl Relay {
                     pending: None,
                     last: Vec::new(),
                     echo: None,
+                    voicemail: None,
                 },
             );
         }
@@ -752,6 +883,7 @@ impl Relay {
                     echo: Some(Echo {
                         queue: VecDeque::new(),
                     }),
+                    voicemail: None,
                 },
             );
         }
@@ -828,6 +960,194 @@ impl Relay {
         Ok(out)
     }
 
+    /// Answers an offer for voicemail recording: the phone hears the greeting and a beep,
+    /// then what it sends is recorded until [`RelayConfig::max_recording`]
+    /// ([`Event::Finished`]) or [`Relay::end`] ([`Event::Recorded`]). The first audio m-line
+    /// with a codec we decode is served, in the offerer's first such codec; other lines are
+    /// rejected with port 0. A retransmitted offer gets the same answer.
+    pub fn handle_record_offer(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        body: &[u8],
+        ip: IpAddr,
+        label: RecordingLabel,
+    ) -> Result<Bytes, SdpError> {
+        let max_len = self.config.max_recording;
+        self.voicemail_offer(now, call_id, body, ip, move |codec, pt, _, ssrc| {
+            Ok(Service::Record {
+                recorder: Box::new(Recorder::new(codec, pt, ssrc, max_len)?),
+                label,
+                finished: false,
+            })
+        })
+    }
+
+    /// Answers an offer for listening to a mailbox: `items` (newest first) are played with
+    /// their number in beeps; keys from the phone (RFC 4733, so the answer keeps the offer's
+    /// telephone-event) delete (`7`), keep (`9`) or skip (`#`) the current message, each
+    /// reported as [`Event::Mailbox`]. Served m-line and retransmissions as in
+    /// [`Relay::handle_record_offer`].
+    pub fn handle_playback_offer(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        body: &[u8],
+        ip: IpAddr,
+        items: Vec<PlaybackItem>,
+    ) -> Result<Bytes, SdpError> {
+        self.voicemail_offer(now, call_id, body, ip, move |codec, pt, events, ssrc| {
+            Ok(Service::Play(Box::new(Player::new(
+                codec, pt, events, ssrc, items,
+            )?)))
+        })
+    }
+
+    fn voicemail_offer(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        body: &[u8],
+        ip: IpAddr,
+        make: impl FnOnce(Codec, u8, Option<u8>, u32) -> Result<Service, crate::error::MediaError>,
+    ) -> Result<Bytes, SdpError> {
+        if let Some(session) = self.sessions.get(call_id)
+            && let Some((_, _, _, out)) = session.last.iter().find(|(_, b, _, _)| b[..] == body[..])
+        {
+            return Ok(out.clone());
+        }
+        let mut sd = sdp::parse(body)?;
+        let original = sd.clone();
+        // The line we serve and what we answer it with: the offerer's first codec we can
+        // decode (not merely its first codec: we must decode it), and its events at that
+        // codec's clock rate if it has them, else any.
+        let served = sd
+            .media_descriptions
+            .iter()
+            .enumerate()
+            .find_map(|(i, md)| {
+                if md.media.port == 0 || !sdp::is_relayable(md) || !sdp::is_audio(&original, i) {
+                    return None;
+                }
+                let formats = sdp::formats(md);
+                let (pt, codec) = formats.iter().find_map(|(pt, f)| match f {
+                    Format::Codec(c) => Some((*pt, *c)),
+                    _ => None,
+                })?;
+                let events = formats
+                    .iter()
+                    .filter_map(|(pt, f)| match f {
+                        Format::Events(rate) => Some((*pt, *rate)),
+                        _ => None,
+                    })
+                    .min_by_key(|(_, rate)| *rate != codec.clock_rate())
+                    .map(|(pt, _)| pt);
+                Some((i, pt, codec, events))
+            });
+        let Some((index, pt, codec, events)) = served else {
+            return Err(SdpError::NoCodec);
+        };
+        let port = match self.sessions.get(call_id) {
+            Some(session) => {
+                // A re-offer (a moved phone, hold): same line, same codec, same service.
+                let Some(vm) = &session.voicemail else {
+                    return Err(SdpError::AnswerMismatch);
+                };
+                if vm.stream != index || vm.codec != codec || vm.payload_type != pt {
+                    return Err(SdpError::NoCodec);
+                }
+                session.streams[index].legs[0].port
+            }
+            None => {
+                if self.sessions.len() >= self.config.max_calls {
+                    return Err(SdpError::TooManyCalls);
+                }
+                if self.free.is_empty() {
+                    return Err(SdpError::NoPorts);
+                }
+                self.ssrc_state = xorshift(self.ssrc_state);
+                let ssrc = self.ssrc_state as u32;
+                let service = make(codec, pt, events, ssrc)
+                    .map_err(|e| SdpError::Malformed(format!("voicemail: {e}")))?;
+                let port = self.claim_pair(call_id, index, Party::Caller);
+                let streams = sd
+                    .media_descriptions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, md)| Stream {
+                        media: md.media.media_type.to_string(),
+                        legs: [Leg::new(if i == index { port } else { 0 }), Leg::new(0)],
+                        active: i == index,
+                        hold: false,
+                        last_activity: now,
+                        transcoding: None,
+                        codecs: [(i == index).then_some(codec), None],
+                        clocks: Vec::new(),
+                    })
+                    .collect();
+                self.sessions.insert(
+                    call_id.to_string(),
+                    Session {
+                        caller_tag: String::new(),
+                        started: now,
+                        streams,
+                        pending: None,
+                        last: Vec::new(),
+                        echo: None,
+                        voicemail: Some(Voicemail {
+                            stream: index,
+                            codec,
+                            payload_type: pt,
+                            next_tick: now + TICK,
+                            service,
+                        }),
+                    },
+                );
+                port
+            }
+        };
+        let session = self
+            .sessions
+            .get_mut(call_id)
+            .expect("found or inserted above");
+        let stream = &mut session.streams[index];
+        let (rtp, rtcp) = sdp::destinations(&original, index);
+        let md = &mut sd.media_descriptions[index];
+        stream.legs[0].set_sdp(rtp, rtcp, md.rtcp_mux);
+        stream.learn_clocks(md);
+        stream.hold = sdp::is_hold(&original, index);
+        let offered = md.clone();
+        sdp::answer_with(md, &offered, pt, events);
+        md.direction = match md.direction {
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            d => d,
+        };
+        let ports: Vec<Option<u16>> = (0..sd.media_descriptions.len())
+            .map(|i| (i == index).then_some(port))
+            .collect();
+        sdp::anchor(&mut sd, ip, &ports);
+        sd.origin.username = bytesstr::BytesStr::from_static("fieldmesh");
+        let out = sdp::encode(&sd);
+        session
+            .last
+            .push((String::new(), Bytes::copy_from_slice(body), ip, out.clone()));
+        if session.last.len() > 8 {
+            session.last.remove(0);
+        }
+        let service = match session.voicemail.as_ref().map(|v| &v.service) {
+            Some(Service::Play(_)) => "playback",
+            _ => "record",
+        };
+        tracing::info!(
+            call_id,
+            service,
+            codec = codec.encoding_name(),
+            "voicemail call answered"
+        );
+        Ok(out)
+    }
+
     /// Takes an RTP/RTCP pair from the pool for one leg; the caller has checked there is one.
     fn claim_pair(&mut self, call_id: &str, stream: usize, party: Party) -> u16 {
         let port = self
@@ -880,6 +1200,35 @@ impl Relay {
                 call_id: call_id.to_string(),
             }));
         }
+        if let Some(Voicemail {
+            service: Service::Record {
+                recorder, label, ..
+            },
+            ..
+        }) = session.voicemail
+        {
+            match recorder.finish() {
+                Some(recording) => {
+                    tracing::info!(
+                        call_id,
+                        mailbox = label.mailbox,
+                        duration_ms = recording.duration.as_millis(),
+                        "voicemail recorded"
+                    );
+                    self.outputs.push_back(Output::Event(Event::Recorded {
+                        call_id: call_id.to_string(),
+                        label,
+                        audio: recording.audio,
+                        duration: recording.duration,
+                    }));
+                }
+                None => tracing::info!(
+                    call_id,
+                    mailbox = label.mailbox,
+                    "voicemail without audio not stored"
+                ),
+            }
+        }
         self.outputs.push_back(Output::Event(Event::Ended(report)));
     }
 
@@ -909,6 +1258,11 @@ impl Relay {
                 && let Some((due, ..)) = echo.queue.front()
             {
                 at = at.min(*due);
+            }
+            if let Some(vm) = &session.voicemail
+                && vm.is_ticking()
+            {
+                at = at.min(vm.next_tick);
             }
         }
         Some(at)
@@ -981,6 +1335,23 @@ impl Relay {
                     d.remote,
                     d.bytes.clone(),
                 ));
+            }
+            return;
+        }
+        if let Some(vm) = &mut session.voicemail {
+            if owner.stream == vm.stream {
+                match &mut vm.service {
+                    Service::Record { recorder, .. } => recorder.handle_rtp(now, &packet),
+                    Service::Play(player) => {
+                        player.handle_rtp(&packet);
+                        while let Some(action) = player.poll_action() {
+                            self.outputs.push_back(Output::Event(Event::Mailbox {
+                                call_id: owner.call_id.clone(),
+                                action,
+                            }));
+                        }
+                    }
+                }
             }
             return;
         }
@@ -1092,7 +1463,10 @@ impl Relay {
 
     fn handle_timeout(&mut self, now: Instant) {
         let mut outputs = Vec::new();
-        for session in self.sessions.values_mut() {
+        for (call_id, session) in self.sessions.iter_mut() {
+            if let Some(vm) = &mut session.voicemail {
+                vm.handle_ticks(now, call_id, &mut session.streams, &mut outputs);
+            }
             if let Some(echo) = &mut session.echo {
                 while echo.queue.front().is_some_and(|(due, ..)| *due <= now) {
                     let (_, port, remote, bytes) = echo.queue.pop_front().expect("checked");
@@ -1206,6 +1580,18 @@ fn report(call_id: &str, session: &Session, now: Instant) -> CallReport {
         call_id: call_id.to_string(),
         duration: now.duration_since(session.started),
         echo: session.echo.is_some(),
+        service: match &session.voicemail {
+            Some(Voicemail {
+                service: Service::Record { .. },
+                ..
+            }) => "record",
+            Some(Voicemail {
+                service: Service::Play(_),
+                ..
+            }) => "playback",
+            None if session.echo.is_some() => "echo",
+            None => "relay",
+        },
         streams: session
             .streams
             .iter()
@@ -1218,7 +1604,7 @@ fn report(call_id: &str, session: &Session, now: Instant) -> CallReport {
                     ],
                     None => [Duration::ZERO; 2],
                 };
-                let legs = if session.echo.is_some() {
+                let legs = if session.echo.is_some() || session.voicemail.is_some() {
                     vec![s.legs[0].report("caller", s.codecs[0], buffers[0])]
                 } else {
                     vec![

@@ -44,6 +44,10 @@ pub enum SdpError {
     /// The relay holds too many calls already.
     #[error("too many calls")]
     TooManyCalls,
+    /// A service the appliance answers itself (voicemail) found no audio line with a codec it
+    /// can decode.
+    #[error("no audio codec we can decode")]
+    NoCodec,
 }
 
 impl SdpError {
@@ -57,6 +61,7 @@ impl SdpError {
             SdpError::AnswerMismatch => (488, "Not Acceptable Here (answer does not match)"),
             SdpError::NoPorts => (503, "Service Unavailable (no media ports free)"),
             SdpError::TooManyCalls => (503, "Service Unavailable (too many calls)"),
+            SdpError::NoCodec => (488, "Not Acceptable Here (no codec in common)"),
         }
     }
 

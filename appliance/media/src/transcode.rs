@@ -154,6 +154,12 @@ impl Transcoder {
         })
     }
 
+    /// Turns the output encoder's discontinuous transmission on or off (Opus only; it is on
+    /// by default). A recording turns it off: DTX would store a steady tone as comfort noise.
+    pub fn set_dtx(&mut self, on: bool) {
+        self.encoder.set_dtx(on);
+    }
+
     /// The output codec.
     pub fn output(&self) -> Codec {
         self.to
@@ -170,14 +176,19 @@ fn samples(codec: Codec, ptime_ms: u32) -> usize {
 }
 
 /// rubato's synchronous FFT resampler for mono i16, with buffers allocated once.
-struct Resampler {
+pub(crate) struct Resampler {
     inner: FftFixedInOut<f32>,
     input: Vec<Vec<f32>>,
     output: Vec<Vec<f32>>,
 }
 
 impl Resampler {
-    fn new(from: u32, to: u32, chunk_in: usize, chunk_out: usize) -> Result<Resampler, MediaError> {
+    pub(crate) fn new(
+        from: u32,
+        to: u32,
+        chunk_in: usize,
+        chunk_out: usize,
+    ) -> Result<Resampler, MediaError> {
         let error = |reason: String| MediaError::Resampler { from, to, reason };
         let rate = |hz: u32| usize::try_from(hz).unwrap_or(usize::MAX);
         let inner = FftFixedInOut::<f32>::new(rate(from), rate(to), chunk_in, 1)
@@ -199,7 +210,7 @@ impl Resampler {
     }
 
     /// Appends the resampled `pcm` (exactly one input chunk) to `out`.
-    fn process(&mut self, pcm: &[i16], out: &mut Vec<i16>) {
+    pub(crate) fn process(&mut self, pcm: &[i16], out: &mut Vec<i16>) {
         let input = &mut self.input[0];
         input.clear();
         input.extend(pcm.iter().map(|&s| f32::from(s) / 32768.0));

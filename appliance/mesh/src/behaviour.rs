@@ -2,10 +2,15 @@
 
 use crate::node::MeshConfig;
 use crate::records::LocationRecord;
+use crate::replicas::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, gossipsub, identify, identity, kad, ping, request_response};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+
+/// How long a sync request may take: a 1 MiB voicemail over a slow radio link needs seconds,
+/// and lookups that must be quick have their own, shorter deadlines in `node.rs`.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Anti-entropy and direct lookups over request-response (bulk data, not gossip).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,12 +81,17 @@ impl Behaviour {
                 .with_interval(config.ping_interval)
                 .with_timeout(config.ping_timeout),
         );
-        let sync = request_response::cbor::Behaviour::new(
+        // The default 1 MiB request limit would refuse a single full-size voicemail.
+        let codec = request_response::cbor::codec::Codec::default()
+            .set_request_size_maximum(MAX_REQUEST_BYTES)
+            .set_response_size_maximum(MAX_RESPONSE_BYTES);
+        let sync = request_response::cbor::Behaviour::with_codec(
+            codec,
             [(
                 StreamProtocol::new("/fieldmesh/sync/1"),
                 request_response::ProtocolSupport::Full,
             )],
-            request_response::Config::default().with_request_timeout(Duration::from_secs(3)),
+            request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
         );
         Ok(Behaviour {
             gossipsub,

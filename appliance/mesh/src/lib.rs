@@ -17,7 +17,7 @@ pub use error::MeshError;
 pub use libp2p::{Multiaddr, PeerId, identity};
 pub use node::{Mesh, MeshConfig, MeshEvent, MeshStatus, PeerInfo};
 pub use records::{LocationRecord, PhoneRef, Route};
-pub use replicas::Replica;
+pub use replicas::{Replica, ReplicaKind};
 
 use std::path::Path;
 

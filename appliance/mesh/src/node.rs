@@ -9,11 +9,11 @@
 //! request-response and fetch the difference (gossip does not replay what a partition missed);
 //! ping decides liveness quickly, because mDNS TTLs alone take 120 s to notice a dead appliance.
 
-use crate::behaviour::{Behaviour, BehaviourEvent, SyncRequest, SyncResponse};
+use crate::behaviour::{Behaviour, BehaviourEvent, REQUEST_TIMEOUT, SyncRequest, SyncResponse};
 use crate::discovery::{self, Discovered};
 use crate::error::MeshError;
 use crate::records::{LocationRecord, Merge, PhoneRef, Route, Table};
-use crate::replicas::Replica;
+use crate::replicas::{self, Replica};
 use crate::{PROTOCOL_VERSION, is_compatible};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
@@ -31,6 +31,9 @@ use tokio::sync::{mpsc, oneshot};
 const TOPIC: &str = "fieldmesh/location/1";
 /// How long a lookup for an AOR nobody announced may take before we answer "nobody".
 const LOOKUP_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Nobody waits on a fetch in a call path, and a voicemail takes seconds over a slow link:
+/// answers are collected until all are in, or for as long as a request may take.
+const FETCH_TIMEOUT: Duration = REQUEST_TIMEOUT;
 /// A peer may publish this many records per second on average (burst `RATE_BURST`); more are
 /// rejected, which gossipsub counts against it.
 const RATE_PER_SEC: f64 = 50.0;
@@ -118,6 +121,7 @@ enum Command {
     Replicate {
         replicas: Vec<Replica>,
         k: usize,
+        also: Vec<String>,
         reply: oneshot::Sender<usize>,
     },
     Fetch {
@@ -198,10 +202,21 @@ impl Mesh {
     /// first replica's id, so the same message lands on the same holders); returns how many
     /// took them.
     pub async fn replicate(&self, replicas: Vec<Replica>, k: usize) -> usize {
-        self.ask(Duration::from_secs(5), |reply| Command::Replicate {
-            replicas,
-            k,
-            reply,
+        self.replicate_to(replicas, k, Vec::new()).await
+    }
+
+    /// [`Mesh::replicate`], and also to the neighbours named in `also` (peer ids: where the
+    /// replicas' extension is registered now, so that appliance can tell its phone).
+    pub async fn replicate_to(&self, replicas: Vec<Replica>, k: usize, also: Vec<String>) -> usize {
+        // Every request settles within its timeout, so waiting a little longer always gets
+        // the count rather than a 0 for holders that did take a large voicemail.
+        self.ask(REQUEST_TIMEOUT + Duration::from_secs(1), |reply| {
+            Command::Replicate {
+                replicas,
+                k,
+                also,
+                reply,
+            }
         })
         .await
         .unwrap_or(0)
@@ -209,9 +224,11 @@ impl Mesh {
 
     /// What the neighbours hold for `aor` (bounded: whoever answers in time).
     pub async fn fetch(&self, aor: String) -> Vec<Replica> {
-        self.ask(LOOKUP_TIMEOUT * 2, |reply| Command::Fetch { aor, reply })
-            .await
-            .unwrap_or_default()
+        self.ask(FETCH_TIMEOUT + Duration::from_secs(1), |reply| {
+            Command::Fetch { aor, reply }
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Sends a command carrying a reply channel and waits at most `wait` for the answer; `None`
@@ -483,12 +500,31 @@ impl Node {
                 });
             }
             Command::Shutdown { .. } => {}
-            Command::Replicate { replicas, k, reply } => {
+            Command::Replicate {
+                replicas,
+                k,
+                also,
+                reply,
+            } => {
+                let (replicas, left) = replicas::fit(replicas, replicas::MAX_REQUEST_BYTES);
+                if left > 0 {
+                    tracing::warn!(left, "replicas over the request limit not sent");
+                }
                 let mut peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
                 let target = replicas.first().map(|r| r.id.clone()).unwrap_or_default();
                 // Closest by a stable distance, so retries and the k holders agree.
                 peers.sort_by_key(|p| distance(&p.to_base58(), &target));
-                peers.truncate(k);
+                let (mut chosen, rest): (Vec<PeerId>, Vec<PeerId>) = {
+                    let mut chosen = peers.clone();
+                    chosen.truncate(k);
+                    (chosen, peers)
+                };
+                for p in rest {
+                    if also.iter().any(|a| *a == p.to_base58()) && !chosen.contains(&p) {
+                        chosen.push(p);
+                    }
+                }
+                let peers = chosen;
                 if peers.is_empty() {
                     let _ = reply.send(0);
                     return;
@@ -519,13 +555,17 @@ impl Node {
                     .collect();
                 self.fetches.push(PendingFetch {
                     reply,
-                    deadline: Instant::now() + LOOKUP_TIMEOUT,
+                    deadline: Instant::now() + FETCH_TIMEOUT,
                     outstanding,
                     found: Vec::new(),
                 });
             }
             Command::AnswerFetch { token, replicas } => {
                 if let Some(channel) = self.answering.remove(&token) {
+                    let (replicas, left) = replicas::fit(replicas, replicas::MAX_RESPONSE_BYTES);
+                    if left > 0 {
+                        tracing::warn!(left, "replicas over the response limit not sent");
+                    }
                     let response = SyncResponse {
                         records: Vec::new(),
                         replicas,

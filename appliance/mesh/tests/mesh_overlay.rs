@@ -1,7 +1,7 @@
 //! Overlay tests: several swarms in one process on the memory transport, real time, bounded
 //! (rust-libp2p's `protocols/gossipsub/tests/smoke.rs` shape). No mDNS here: nodes dial.
 
-use fieldmesh_mesh::{Mesh, MeshConfig, MeshEvent, Multiaddr, PhoneRef, identity};
+use fieldmesh_mesh::{Mesh, MeshConfig, MeshEvent, Multiaddr, PhoneRef, ReplicaKind, identity};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -173,15 +173,16 @@ async fn an_appliance_that_stops_has_its_routes_withdrawn_but_stays_known() {
     assert!(status.peers.iter().all(|p| !p.connected));
 }
 
-/// Answers fetch requests like an appliance would, from what `held` says it holds.
-async fn serve_fetches(a: &mut Appliance, held: &[fieldmesh_mesh::Replica]) -> usize {
-    let mut kept = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+/// Keeps the replicas `a` is sent and answers the first fetch from them, like an appliance
+/// would; returns what it kept.
+async fn serve_fetches(a: &mut Appliance) -> Vec<fieldmesh_mesh::Replica> {
+    let mut kept = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while let Ok(Some(event)) = tokio::time::timeout_at(deadline, a.events.recv()).await {
         match event {
-            MeshEvent::Replicas { replicas } => kept += replicas.len(),
+            MeshEvent::Replicas { replicas } => kept.extend(replicas),
             MeshEvent::FetchRequest { token, aor } => {
-                let mine: Vec<_> = held.iter().filter(|r| r.aor == aor).cloned().collect();
+                let mine: Vec<_> = kept.iter().filter(|r| r.aor == aor).cloned().collect();
                 a.mesh.answer_fetch(token, mine).await;
                 return kept;
             }
@@ -193,34 +194,59 @@ async fn serve_fetches(a: &mut Appliance, held: &[fieldmesh_mesh::Replica]) -> u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_reach_two_holders_and_a_newcomer_fetches_them() {
-    let a = start(51);
-    let mut b = start(52);
-    let mut c = start(53);
+    let hello = fieldmesh_mesh::Replica {
+        id: "m1".into(),
+        aor: "701".into(),
+        kind: ReplicaKind::Message,
+        payload: b"hello".to_vec(),
+    };
+    replicas_reach_holders_and_a_newcomer_fetches_them(50, vec![hello]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_voicemails_reach_two_holders_and_a_newcomer_fetches_them() {
+    // Each is seven times a message's limit, so only the voicemail kind lets it through; two
+    // in one request exceed the codec's default 1 MiB request limit.
+    let voicemail = |id: &str, seed: u32| fieldmesh_mesh::Replica {
+        id: id.into(),
+        aor: "701".into(),
+        kind: ReplicaKind::Voicemail,
+        payload: (0..600_000u32).map(|i| (i * 7 + seed) as u8).collect(),
+    };
+    let both = vec![voicemail("vm1", 1), voicemail("vm2", 2)];
+    replicas_reach_holders_and_a_newcomer_fetches_them(60, both).await;
+}
+
+/// A replicates `replicas` (all for one AOR) to its two neighbours B and C; D joins next to B
+/// and C only and fetches that AOR from them.
+async fn replicas_reach_holders_and_a_newcomer_fetches_them(
+    base: u8,
+    replicas: Vec<fieldmesh_mesh::Replica>,
+) {
+    let a = start(base + 1);
+    let mut b = start(base + 2);
+    let mut c = start(base + 3);
     b.mesh.dial(a.addr.clone()).await;
     c.mesh.dial(a.addr.clone()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let replica = fieldmesh_mesh::Replica {
-        id: "m1".into(),
-        aor: "701".into(),
-        payload: b"hello".to_vec(),
-    };
     assert_eq!(
-        a.mesh.replicate(vec![replica.clone()], 2).await,
+        a.mesh.replicate(replicas.clone(), 2).await,
         2,
         "both neighbours took it"
     );
     // D joins and asks its neighbours (B and C) for extension 701; they answer from what they hold.
-    let d = start(54);
+    let d = start(base + 4);
     d.mesh.dial(b.addr.clone()).await;
     d.mesh.dial(c.addr.clone()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let held = vec![replica.clone()];
     let fetch = tokio::spawn({
         let mesh = d.mesh.clone();
-        async move { mesh.fetch("701".into()).await }
+        let aor = replicas[0].aor.clone();
+        async move { mesh.fetch(aor).await }
     });
-    let (kept_b, kept_c) = tokio::join!(serve_fetches(&mut b, &held), serve_fetches(&mut c, &held));
-    assert_eq!(kept_b + kept_c, 2, "each holder received the replica once");
+    let (kept_b, kept_c) = tokio::join!(serve_fetches(&mut b), serve_fetches(&mut c));
+    assert_eq!(kept_b, replicas, "B received the replicas once, intact");
+    assert_eq!(kept_c, replicas, "C received the replicas once, intact");
     let found = fetch.await.expect("fetch task");
-    assert_eq!(found, vec![replica], "two answers, deduplicated by id");
+    assert_eq!(found, replicas, "two answers, deduplicated by id");
 }

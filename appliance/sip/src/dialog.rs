@@ -26,6 +26,23 @@ pub(crate) struct Side {
     pub(crate) cseq: u32,
 }
 
+impl Side {
+    /// The caller of a call the appliance answered itself (it came straight from the phone,
+    /// so there is no route set), seen from us with our To tag `tag`.
+    pub(crate) fn caller_of(invite: &Request, from_phone: Target, tag: &str) -> Option<Side> {
+        let uri = first_contact(invite.contacts().ok()?)?;
+        let to = invite.header(&Name::TO).next()?;
+        Some(Side {
+            target: from_phone,
+            uri,
+            route: Vec::new(),
+            from: format!("{to};tag={tag}"),
+            to: invite.header(&Name::FROM).next()?.to_string(),
+            cseq: CSEQ_JUMP,
+        })
+    }
+}
+
 /// A call whose media crosses this appliance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct AnchoredCall {

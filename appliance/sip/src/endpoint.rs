@@ -8,8 +8,10 @@
 use crate::dialog::AnchoredCall;
 use crate::location::{Aor, Binding, BindingRecord, Location, RemoteRoute, Target};
 use crate::media::{self, Media, Toward};
+use crate::message::ContactList;
 use crate::message::{self, Message, Method, ParseError, Request, Response};
 use crate::messaging::{MessagingConfig, StoredMessage};
+use crate::mwi::{self, Subscription, Subscriptions};
 use crate::proxy::{self, Context, Decision, Us};
 use crate::proxy::{
     cancel_for, mark_received, pop_via, prepare_forward, request_branch, stable_hash,
@@ -24,6 +26,7 @@ use crate::transaction::client_invite::ClientInviteTransaction;
 use crate::transaction::server::ServerTransaction;
 use crate::transaction::server_invite::ServerInviteTransaction;
 use crate::transaction::{self, Intervals, Step, Timer, TuEvent};
+use crate::voicemail::{self, MailboxAction, StoredVoicemail, VoicemailConfig};
 use crate::{ALLOW, Transport};
 use bytes::Bytes;
 use ezk_sip_types::Name;
@@ -57,6 +60,8 @@ pub struct Config {
     /// The echo test number (`*43`): answered by the appliance, which plays back what it
     /// hears. `None` turns the service off. Needs a [`Media`] (see [`Endpoint::set_media`]).
     pub echo: Option<String>,
+    /// Voicemail for unreachable, busy and unanswered calls, and the mailbox number.
+    pub voicemail: VoicemailConfig,
 }
 
 /// How the endpoint reaches other appliances.
@@ -86,6 +91,7 @@ impl Default for Config {
             mesh: None,
             messaging: MessagingConfig::default(),
             echo: Some("*43".to_string()),
+            voicemail: VoicemailConfig::default(),
         }
     }
 }
@@ -132,14 +138,23 @@ pub enum Command {
     },
     /// The answer to [`Event::Lookup`] `id`.
     LookupResult { id: u64, routes: Vec<RemoteRoute> },
-    /// Messages another appliance holds for extensions (replicas, or fetched for a phone that
-    /// just registered here): keep them, and deliver to phones registered here.
-    StoreReplicas { messages: Vec<StoredMessage> },
-    /// These messages were delivered somewhere: forget them.
+    /// Messages and voicemails another appliance holds for extensions (replicas, or fetched
+    /// for a phone that just registered here): keep them, deliver messages to phones
+    /// registered here and tell them about new voicemail.
+    StoreReplicas {
+        messages: Vec<StoredMessage>,
+        voicemails: Vec<StoredVoicemail>,
+    },
+    /// These messages were delivered (or voicemails deleted) somewhere: forget them.
     ForgetMessages { ids: Vec<String> },
+    /// The relay finished recording a voicemail left on this appliance: keep it.
+    VoicemailRecorded { voicemail: StoredVoicemail },
+    /// The owner of a mailbox pressed a key while listening to it.
+    Mailbox { action: MailboxAction },
     /// The overlay came up (the mesh interface got its address): this is our mesh side.
     MeshUp { side: MeshSide },
-    /// End an anchored call (its media timed out): BYE to both sides.
+    /// End a call from the middle: BYE to both sides of an anchored call whose media timed
+    /// out, or to the caller of a voicemail recording that reached its maximum length.
     EndCall { call_id: String },
 }
 
@@ -161,6 +176,14 @@ pub enum Event {
     MessageStored { message: StoredMessage },
     /// A stored message reached a phone (2xx) and left the store.
     MessageDelivered { id: String, aor: Aor },
+    /// A voicemail was recorded and stored durably: replicate it, also to `peers` (the
+    /// appliances where its extension is registered now, so they can tell the phone).
+    VoicemailStored {
+        voicemail: StoredVoicemail,
+        peers: Vec<String>,
+    },
+    /// Its owner deleted a voicemail: forget every copy.
+    VoicemailDeleted { id: String, aor: Aor },
 }
 
 #[derive(Debug)]
@@ -268,11 +291,37 @@ pub struct Endpoint<S: Storage> {
     deliveries: HashMap<Aor, Delivery>,
     /// The media relay, when the daemon has one: SDP that crosses the appliance goes through it.
     media: Option<Box<dyn Media + Send>>,
-    /// Calls to the echo service we answered (Call-ID → our To tag), bounded by the relay.
-    echo_calls: HashMap<String, String>,
+    /// Calls the appliance answered itself (echo, voicemail recording, mailbox), by Call-ID;
+    /// bounded by the relay's calls.
+    served: HashMap<String, Served>,
+    /// Phones subscribed to their mailbox (RFC 3842).
+    subscriptions: Subscriptions,
     /// Established calls whose media we anchor, so we can end them (Call-ID → both sides).
     anchored: HashMap<String, AnchoredCall>,
 }
+
+/// What the appliance itself answers a call with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Service {
+    Echo,
+    /// A voicemail for this extension.
+    Record(Aor),
+    /// This extension's own mailbox.
+    Mailbox(Aor),
+}
+
+/// A call the appliance answered itself.
+#[derive(Debug)]
+struct Served {
+    /// Our To tag: in-dialog requests carry it.
+    tag: String,
+    service: Service,
+    /// The caller, for the BYE when we end the call.
+    caller: Option<crate::dialog::Side>,
+}
+
+/// At most this many calls answered by the appliance itself.
+const MAX_SERVED: usize = 4096;
 
 /// One stored message being delivered to the phones of its extension.
 #[derive(Debug)]
@@ -310,7 +359,8 @@ impl<S: Storage> Endpoint<S> {
             stored_late: HashMap::new(),
             deliveries: HashMap::new(),
             media: None,
-            echo_calls: HashMap::new(),
+            served: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             anchored: HashMap::new(),
         }
     }
@@ -487,10 +537,13 @@ impl<S: Storage> Endpoint<S> {
 
     /// Routes a new request (its server transaction `id` exists) and carries the decision out.
     fn dispatch(&mut self, now: Instant, id: u64) {
-        if self.is_echo(&self.servers[&id].request) {
-            return self.serve_echo(now, id);
+        if let Some(service) = self.service_for(&self.servers[&id].request) {
+            return self.serve(now, id, service);
         }
         let entry = &self.servers[&id];
+        if self.is_mailbox_subscribe(&entry.request, entry.reply) {
+            return self.subscribe(now, id);
+        }
         let arrival = entry.reply;
         let us = Us {
             addrs: &self.addrs,
@@ -501,6 +554,9 @@ impl<S: Storage> Endpoint<S> {
         let (routes, _) = proxy::pop_our_routes(&entry.request, &us);
         let decision = proxy::route(now, &entry.request, &routes, arrival, &us, &self.location);
         match decision {
+            Decision::Reject(Reject::Unavailable) if let Some(aor) = self.may_divert(id) => {
+                self.divert(now, id, aor)
+            }
             Decision::Reject(reject) => self.reject(now, id, &reject),
             Decision::Options => {
                 let extra = [
@@ -595,7 +651,24 @@ impl<S: Storage> Endpoint<S> {
                 call_ids,
                 instances,
             } => self.drop_moved(now, Aor(aor), &call_ids, &instances),
-            Command::StoreReplicas { messages } => {
+            Command::StoreReplicas {
+                messages,
+                voicemails,
+            } => {
+                let mut mailboxes: Vec<Aor> = Vec::new();
+                for v in voicemails {
+                    if let Err(e) = self.storage.save_voicemail(&v) {
+                        tracing::warn!(aor = %v.aor, error = %e, "voicemail replica not stored");
+                        continue;
+                    }
+                    let aor = Aor(v.aor);
+                    if !mailboxes.contains(&aor) {
+                        mailboxes.push(aor);
+                    }
+                }
+                for aor in mailboxes {
+                    self.mailbox_changed(now, &aor, false);
+                }
                 let mut aors: Vec<Aor> = Vec::new();
                 for m in messages {
                     if let Err(e) = self.storage.save_message(&m) {
@@ -619,12 +692,25 @@ impl<S: Storage> Endpoint<S> {
             }
             Command::EndCall { call_id } => self.end_call(now, &call_id),
             Command::ForgetMessages { ids } => {
+                let mut mailboxes: Vec<Aor> = Vec::new();
                 for id in ids {
                     if let Err(e) = self.storage.message_delivered(&id) {
                         tracing::warn!(%id, error = %e, "delivered replica not removed");
                     }
+                    match self.storage.delete_voicemail(&id) {
+                        Ok(Some(aor)) if !mailboxes.iter().any(|m| m.0 == aor) => {
+                            mailboxes.push(Aor(aor))
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(%id, error = %e, "deleted voicemail not removed"),
+                    }
+                }
+                for aor in mailboxes {
+                    self.mailbox_changed(now, &aor, false);
                 }
             }
+            Command::VoicemailRecorded { voicemail } => self.voicemail_recorded(now, voicemail),
+            Command::Mailbox { action } => self.mailbox_action(now, action),
             Command::LookupResult { id, routes } => {
                 self.peer_ips.extend(routes.iter().map(|r| r.sip.ip()));
                 let Some(aor) = self.lookups.remove(&id) else {
@@ -651,6 +737,9 @@ impl<S: Storage> Endpoint<S> {
             return self.store(now, id, aor);
         }
         let reject = if self.location.is_known(now, &aor) {
+            if let Some(aor) = self.may_divert(id) {
+                return self.divert(now, id, aor);
+            }
             Reject::Unavailable
         } else {
             Reject::NotFound
@@ -817,6 +906,9 @@ impl<S: Storage> Endpoint<S> {
                 self.answer(now, id, 200, "OK", &contacts, None);
                 if deliver {
                     self.deliver_pending(now, &aor);
+                    if self.subscriptions.of(now, &aor).is_empty() {
+                        self.mailbox_changed(now, &aor, true);
+                    }
                 }
                 self.outputs
                     .push_back(Output::Event(Event::BindingsChanged { aor }));
@@ -1209,6 +1301,26 @@ impl<S: Storage> Endpoint<S> {
         if let Some(media) = &mut self.media {
             media.end(now, call_id);
         }
+        if let Some(served) = self.served.remove(call_id) {
+            tracing::info!(call_id, "ending a call the appliance answered");
+            if let Some(side) = served.caller {
+                let call = AnchoredCall {
+                    call_id: call_id.to_string(),
+                    caller: side.clone(),
+                    callee: side,
+                };
+                let random = self.rng.next_u64();
+                if let Some(bye) = call.bye(
+                    &call.caller,
+                    random,
+                    "SIP;cause=200;text=\"recording complete\"",
+                ) {
+                    let (id, first) = self.new_client(now, bye, call.caller.target, None);
+                    self.apply_client_step(now, id, first);
+                }
+            }
+            return;
+        }
         let Some(call) = self.anchored.remove(call_id) else {
             tracing::debug!(call_id, "no dialog to end");
             return;
@@ -1224,32 +1336,43 @@ impl<S: Storage> Endpoint<S> {
         }
     }
 
-    /// An INVITE (or an in-dialog request) for the echo service.
-    fn is_echo(&self, request: &Request) -> bool {
-        let Some(echo) = &self.config.echo else {
-            return false;
-        };
-        if self.media.is_none() || request.uri_user() != Some(echo.as_str()) {
-            return false;
-        }
-        match &request.common.to.tag {
-            None => request.method.is(Method::INVITE),
-            Some(tag) => self
-                .echo_calls
+    /// The service an INVITE (or an in-dialog request of a served call) asks for, if the
+    /// appliance answers it itself: the echo number, the mailbox number, or a call of ours
+    /// already answered.
+    fn service_for(&self, request: &Request) -> Option<Service> {
+        self.media.as_ref()?;
+        if let Some(tag) = &request.common.to.tag {
+            return self
+                .served
                 .get::<str>(request.common.call_id.as_ref())
-                .is_some_and(|ours| ours == tag),
+                .filter(|s| s.tag == *tag)
+                .map(|s| s.service.clone());
         }
+        if !request.method.is(Method::INVITE) {
+            return None;
+        }
+        let user = request.uri_user()?;
+        if self.config.echo.as_deref() == Some(user) {
+            return Some(Service::Echo);
+        }
+        if self.config.voicemail.enabled && self.config.voicemail.number == user {
+            // The caller's own mailbox: its From user is the extension.
+            let owner = request.common.from.user()?;
+            return Some(Service::Mailbox(Aor(owner.to_string())));
+        }
+        None
     }
 
-    /// The echo service as a tiny UAS: INVITE (and re-INVITE) get our SDP in a `200`, BYE
-    /// ends it; the relay plays the caller's media back to it.
-    fn serve_echo(&mut self, now: Instant, id: u64) {
+    /// The appliance as a tiny UAS: INVITE (and re-INVITE) get our SDP in a `200`, BYE ends
+    /// the call; the relay plays back (echo), records (voicemail) or plays the mailbox.
+    fn serve(&mut self, now: Instant, id: u64, service: Service) {
         let entry = &self.servers[&id];
         let request = entry.request.clone();
-        let local = entry.reply.local;
+        let reply = entry.reply;
+        let local = reply.local;
         let call_id = request.common.call_id.to_string();
         if request.method.is(Method::BYE) {
-            self.echo_calls.remove(&call_id);
+            self.served.remove(&call_id);
             if let Some(media) = &mut self.media {
                 media.end(now, &call_id);
             }
@@ -1270,19 +1393,52 @@ impl<S: Storage> Endpoint<S> {
                 None,
             );
         }
+        let mailbox = match &service {
+            Service::Mailbox(aor) => match self.storage.voicemails(&aor.0) {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::error!(aor = %aor, error = %e, "mailbox unreadable");
+                    return self.reject(now, id, &Reject::StoreFull);
+                }
+            },
+            _ => Vec::new(),
+        };
         let Some(media) = &mut self.media else {
             return;
         };
-        match media.echo(now, &call_id, &request.body, local.ip()) {
+        let from = request.header(&Name::FROM).next().unwrap_or("").to_string();
+        let answer = match &service {
+            Service::Echo => media.echo(now, &call_id, &request.body, local.ip()),
+            Service::Record(aor) => {
+                media.record(now, &call_id, &request.body, local.ip(), &aor.0, &from)
+            }
+            Service::Mailbox(_) => media.play(now, &call_id, &request.body, local.ip(), &mailbox),
+        };
+        match answer {
             Ok(body) => {
-                if request.common.to.tag.is_none() {
-                    let tag = self.servers[&id].to_tag.clone();
-                    if self.echo_calls.len() < 4096 {
-                        self.echo_calls.insert(call_id.clone(), tag);
-                    }
+                let tag = self.servers[&id].to_tag.clone();
+                if request.common.to.tag.is_none() && self.served.len() < MAX_SERVED {
+                    let caller = crate::dialog::Side::caller_of(&request, reply, &tag);
+                    self.served.insert(
+                        call_id.clone(),
+                        Served {
+                            tag,
+                            service: service.clone(),
+                            caller,
+                        },
+                    );
                 }
-                let echo = self.config.echo.clone().unwrap_or_default();
-                let contact = ("Contact", format!("<sip:{echo}@{local}>"));
+                match &service {
+                    Service::Record(aor) => {
+                        tracing::info!(aor = %aor, "call answered by voicemail")
+                    }
+                    Service::Mailbox(aor) => {
+                        tracing::info!(aor = %aor, messages = mailbox.len(), "mailbox answered")
+                    }
+                    Service::Echo => {}
+                }
+                let user = request.uri_user().unwrap_or("fieldmesh").to_string();
+                let contact = ("Contact", format!("<sip:{user}@{local}>"));
                 self.answer(
                     now,
                     id,
@@ -1293,6 +1449,249 @@ impl<S: Storage> Endpoint<S> {
                 );
             }
             Err(refusal) => self.reject(now, id, &Reject::Media(refusal)),
+        }
+    }
+
+    /// Whether the INVITE of server transaction `id` may go to voicemail instead of failing:
+    /// an initial INVITE with an offer, from one of our phones (the caller's own appliance
+    /// records, so the media stays local), to an extension rather than a service number.
+    fn may_divert(&self, id: u64) -> Option<Aor> {
+        if !self.config.voicemail.enabled || self.media.is_none() {
+            return None;
+        }
+        let entry = self.servers.get(&id)?;
+        let request = &entry.request;
+        if !request.method.is(Method::INVITE)
+            || request.common.to.tag.is_some()
+            || self.peer_ips.contains(&entry.reply.remote.ip())
+            || !matches!(entry.machine, ServerMachine::Invite(ref m) if m.state == crate::transaction::server_invite::State::Proceeding)
+        {
+            return None;
+        }
+        let user = request.uri_user()?;
+        if self.config.echo.as_deref() == Some(user) || self.config.voicemail.number == user {
+            return None;
+        }
+        let content_type = message::single(&request.headers, &Name::CONTENT_TYPE);
+        media::is_sdp(content_type, &request.body).then(|| Aor(user.to_string()))
+    }
+
+    /// Answers the INVITE of server transaction `id` with the voicemail of `aor`. The caller's
+    /// media session of the failed attempt (if it crossed) is released first.
+    fn divert(&mut self, now: Instant, id: u64, aor: Aor) {
+        let call_id = self.servers[&id].request.common.call_id.to_string();
+        if let Some(media) = &mut self.media
+            && media.has_call(&call_id)
+        {
+            media.end(now, &call_id);
+        }
+        self.anchored.remove(&call_id);
+        tracing::info!(aor = %aor, "diverting to voicemail");
+        self.serve(now, id, Service::Record(aor));
+    }
+
+    // ---- message waiting (RFC 3842) ----
+
+    /// A SUBSCRIBE for message-summary from one of our phones: we are the notifier.
+    fn is_mailbox_subscribe(&self, request: &Request, arrival: Target) -> bool {
+        request.method.is(Method::SUBSCRIBE)
+            && mwi::is_message_summary(request)
+            && !self.peer_ips.contains(&arrival.remote.ip())
+    }
+
+    fn subscribe(&mut self, now: Instant, id: u64) {
+        let entry = &self.servers[&id];
+        let request = entry.request.clone();
+        let reply = entry.reply;
+        let call_id = request.common.call_id.to_string();
+        let Some(expires) = mwi::requested_expires(&request) else {
+            return self.answer(now, id, 400, "Bad Request (Expires)", &[], None);
+        };
+        let account = self.mailbox_account(reply);
+        if let Some(tag) = request.common.to.tag.clone() {
+            // A refresh or an unsubscribe in an existing dialog.
+            let Some(sub) = self.subscriptions.get_mut(&call_id, &tag) else {
+                return self.answer(now, id, 481, "Subscription Does Not Exist", &[], None);
+            };
+            sub.expires_at = now + Duration::from_secs(u64::from(expires));
+            let aor = sub.aor.clone();
+            let extra = [("Expires", expires.to_string())];
+            self.answer(now, id, 200, "OK", &extra, None);
+            let counts = self.counts(&aor);
+            let random = self.rng.next_u64();
+            let notify = self
+                .subscriptions
+                .get_mut(&call_id, &tag)
+                .and_then(|s| s.notify(now, counts, &account, random));
+            if expires == 0 {
+                self.subscriptions.remove(&call_id, &tag);
+            }
+            return self.send_notify(now, reply, notify);
+        }
+        let from_user = request.common.from.user().map(str::to_string);
+        let target_user = request.uri_user().map(str::to_string);
+        // A phone may watch its own mailbox only (by its extension or the mailbox number).
+        let aor = match (from_user, target_user) {
+            (Some(f), Some(t)) if f == t || t == self.config.voicemail.number => Aor(f),
+            _ => return self.answer(now, id, 403, "Forbidden (not your mailbox)", &[], None),
+        };
+        let Ok(ContactList::Addresses(contacts)) = request.contacts() else {
+            return self.answer(now, id, 400, "Bad Request (Contact)", &[], None);
+        };
+        let Some(contact) = contacts.first().map(|c| message::print(&c.uri.uri)) else {
+            return self.answer(now, id, 400, "Bad Request (Contact)", &[], None);
+        };
+        let tag = self.servers[&id].to_tag.clone();
+        let to = request.header(&Name::TO).next().unwrap_or("").to_string();
+        let mut sub = Subscription {
+            aor: aor.clone(),
+            call_id: call_id.clone(),
+            target: reply,
+            uri: contact,
+            from: format!("{to};tag={tag}"),
+            to: request.header(&Name::FROM).next().unwrap_or("").to_string(),
+            cseq: 0,
+            expires_at: now + Duration::from_secs(u64::from(expires)),
+        };
+        let extra = [
+            ("Expires", expires.to_string()),
+            ("Contact", format!("<sip:{}@{}>", aor.0, reply.local)),
+        ];
+        if expires > 0 && !self.subscriptions.insert(tag.clone(), sub.clone()) {
+            return self.answer(
+                now,
+                id,
+                503,
+                "Service Unavailable (too many subscriptions)",
+                &[("Retry-After", "60".to_string())],
+                None,
+            );
+        }
+        tracing::info!(aor = %aor, expires, "mailbox subscription");
+        self.answer(now, id, 200, "OK", &extra, None);
+        // RFC 6665 §4.2.1.2: the current state at once (and a final one for a fetch).
+        let counts = self.counts(&aor);
+        let random = self.rng.next_u64();
+        let notify = match self.subscriptions.get_mut(&call_id, &tag) {
+            Some(s) => s.notify(now, counts, &account, random),
+            None => sub.notify(now, counts, &account, random),
+        };
+        self.send_notify(now, reply, notify);
+    }
+
+    /// `sip:*98@<our address>`: where the phone calls to hear its messages.
+    fn mailbox_account(&self, reply: Target) -> String {
+        format!("sip:{}@{}", self.config.voicemail.number, reply.local.ip())
+    }
+
+    fn counts(&mut self, aor: &Aor) -> (u64, u64) {
+        self.storage.voicemail_counts(&aor.0).unwrap_or_else(|e| {
+            tracing::warn!(aor = %aor, error = %e, "mailbox counts unreadable");
+            (0, 0)
+        })
+    }
+
+    fn send_notify(&mut self, now: Instant, target: Target, notify: Option<Request>) {
+        if let Some(notify) = notify {
+            let (id, first) = self.new_client(now, notify, target, None);
+            self.apply_client_step(now, id, first);
+        }
+    }
+
+    /// The mailbox of `aor` changed: NOTIFY its subscriptions here, or, if its phones here
+    /// never subscribed, each of them unsolicited. `only_if_new`: stay quiet about an empty
+    /// or fully heard mailbox (a registration refresh says nothing new).
+    fn mailbox_changed(&mut self, now: Instant, aor: &Aor, only_if_new: bool) {
+        let bindings: Vec<(String, Target)> = self
+            .location
+            .lookup(now, aor)
+            .iter()
+            .map(|b| (b.contact.clone(), b.target))
+            .collect();
+        let subs = self.subscriptions.of(now, aor);
+        if bindings.is_empty() && subs.is_empty() {
+            return;
+        }
+        let counts = self.counts(aor);
+        if only_if_new && counts.0 == 0 {
+            return;
+        }
+        tracing::info!(aor = %aor, new = counts.0, heard = counts.1, "telling phones about their mailbox");
+        if !subs.is_empty() {
+            for (call_id, tag) in subs {
+                let random = self.rng.next_u64();
+                let Some(sub) = self.subscriptions.get_mut(&call_id, &tag) else {
+                    continue;
+                };
+                let target = sub.target;
+                let account = format!("sip:{}@{}", self.config.voicemail.number, target.local.ip());
+                let notify = sub.notify(now, counts, &account, random);
+                self.send_notify(now, target, notify);
+            }
+            return;
+        }
+        for (contact, target) in bindings {
+            let account = self.mailbox_account(target);
+            let (tag, call_id, branch) = (
+                self.rng.next_u64(),
+                self.rng.next_u64(),
+                self.rng.next_u64(),
+            );
+            let notify = mwi::build_notify(mwi::NotifyParts {
+                uri: &contact,
+                target,
+                from: &format!("<{account}>;tag={tag:016x}"),
+                to: &format!("<sip:{}@{}>", aor.0, target.local.ip()),
+                call_id: &format!("{call_id:016x}@fieldmesh"),
+                cseq: 1,
+                state: "active",
+                body: &voicemail::message_summary(counts.0, counts.1, &account),
+                random: branch,
+            });
+            self.send_notify(now, target, notify);
+        }
+    }
+
+    /// A voicemail recorded here: keep it, then replicate and tell its owner.
+    fn voicemail_recorded(&mut self, now: Instant, voicemail: StoredVoicemail) {
+        let aor = Aor(voicemail.aor.clone());
+        if let Err(e) = self.storage.save_voicemail(&voicemail) {
+            tracing::error!(aor = %aor, error = %e, "voicemail not stored");
+            return;
+        }
+        tracing::info!(aor = %aor, id = %voicemail.id, duration_ms = voicemail.duration_ms, "voicemail stored");
+        let peers = self
+            .location
+            .remote(&aor)
+            .iter()
+            .map(|r| r.peer.clone())
+            .collect();
+        self.outputs
+            .push_back(Output::Event(Event::VoicemailStored { voicemail, peers }));
+        self.mailbox_changed(now, &aor, false);
+    }
+
+    fn mailbox_action(&mut self, now: Instant, action: MailboxAction) {
+        match action {
+            MailboxAction::Deleted(id) => match self.storage.delete_voicemail(&id) {
+                Ok(Some(aor)) => {
+                    let aor = Aor(aor);
+                    tracing::info!(aor = %aor, %id, "voicemail deleted");
+                    self.outputs
+                        .push_back(Output::Event(Event::VoicemailDeleted {
+                            id,
+                            aor: aor.clone(),
+                        }));
+                    self.mailbox_changed(now, &aor, false);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(%id, error = %e, "voicemail not deleted"),
+            },
+            MailboxAction::Heard(id) => match self.storage.voicemail_heard(&id) {
+                Ok(Some(aor)) => self.mailbox_changed(now, &Aor(aor), false),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(%id, error = %e, "voicemail not marked heard"),
+            },
         }
     }
 
@@ -1397,6 +1796,10 @@ impl<S: Storage> Endpoint<S> {
         for index in cancel {
             self.cancel_branch(now, id, index);
         }
+        if let Some(aor) = self.may_divert(id) {
+            self.divert(now, id, aor);
+            return self.drop_context_if_done(id);
+        }
         match best {
             Some(response) => {
                 let step = proxy::ContextStep {
@@ -1415,6 +1818,7 @@ impl<S: Storage> Endpoint<S> {
     }
 
     fn sweep(&mut self, now: Instant) {
+        self.subscriptions.sweep(now);
         let expired = self.location.sweep(now);
         let mut by_aor: HashMap<Aor, Vec<String>> = HashMap::new();
         for b in expired {
@@ -1600,6 +2004,14 @@ impl<S: Storage> Endpoint<S> {
                     id: message_id,
                     aor,
                 }));
+        }
+        if let Some(response) = &step.upstream
+            && voicemail::diverts(response.code)
+            && response.common.cseq_method.as_str() == Method::INVITE
+            && let Some(aor) = self.may_divert(id)
+        {
+            self.divert(now, id, aor);
+            return self.drop_context_if_done(id);
         }
         if let Some(response) = &step.upstream
             && response.code >= 300

@@ -16,12 +16,14 @@ pub mod location;
 pub mod media;
 pub mod message;
 pub mod messaging;
+pub(crate) mod mwi;
 pub mod proxy;
 pub mod registrar;
 pub mod reject;
 pub mod response;
 pub mod storage;
 pub mod transaction;
+pub mod voicemail;
 
 pub use endpoint::{Command, Config, Datagram, Endpoint, Event, Input, MeshSide, Output};
 pub use location::{Aor, Binding, BindingRecord, RemoteRoute, Target};
@@ -30,6 +32,7 @@ pub use messaging::{MessagingConfig, StoredMessage};
 pub use registrar::RegistrarConfig;
 pub use storage::{MemoryStorage, Storage, StorageError};
 pub use transaction::Intervals;
+pub use voicemail::{MailboxAction, StoredVoicemail, VoicemailConfig};
 
 /// The transport a message travels on. Stream transports are framed by the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -48,6 +48,29 @@ pub trait Media {
         ip: IpAddr,
     ) -> Result<Bytes, MediaRefusal>;
 
+    /// Answers a call diverted to voicemail: the relay plays the greeting, then records the
+    /// caller for `mailbox`; the recording comes back to the daemon when the call ends.
+    fn record(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        body: &[u8],
+        ip: IpAddr,
+        mailbox: &str,
+        from: &str,
+    ) -> Result<Bytes, MediaRefusal>;
+
+    /// Answers a call to the voicemail number: the relay plays `messages` (newest first) and
+    /// reports the keys pressed.
+    fn play(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        body: &[u8],
+        ip: IpAddr,
+        messages: &[crate::voicemail::StoredVoicemail],
+    ) -> Result<Bytes, MediaRefusal>;
+
     /// The call ended (BYE, or a final non-2xx to its INVITE): release its media.
     fn end(&mut self, now: Instant, call_id: &str);
 

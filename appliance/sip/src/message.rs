@@ -35,6 +35,7 @@ impl Method {
     pub const REGISTER: &'static str = "REGISTER";
     pub const OPTIONS: &'static str = "OPTIONS";
     pub const MESSAGE: &'static str = "MESSAGE";
+    pub const SUBSCRIBE: &'static str = "SUBSCRIBE";
 
     /// A method from its token; `None` if `text` is not a token.
     pub fn new(text: &str) -> Option<Method> {

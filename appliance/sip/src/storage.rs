@@ -5,6 +5,7 @@
 
 use crate::location::BindingRecord;
 use crate::messaging::StoredMessage;
+use crate::voicemail::StoredVoicemail;
 
 /// A write that did not reach durable storage.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,22 @@ pub trait Storage {
 
     /// Waiting messages for `aor` and in all (for the caps).
     fn message_counts(&mut self, aor: &str) -> Result<(u64, u64), StorageError>;
+
+    /// Keeps a voice message (recorded here or a replica). Durable on `Ok`; a voicemail
+    /// deleted before never comes back.
+    fn save_voicemail(&mut self, voicemail: &StoredVoicemail) -> Result<(), StorageError>;
+
+    /// The mailbox of `aor`, newest first.
+    fn voicemails(&mut self, aor: &str) -> Result<Vec<StoredVoicemail>, StorageError>;
+
+    /// (new, heard) voice messages of `aor`.
+    fn voicemail_counts(&mut self, aor: &str) -> Result<(u64, u64), StorageError>;
+
+    /// Marks a voicemail heard; returns its extension if it was here and new.
+    fn voicemail_heard(&mut self, id: &str) -> Result<Option<String>, StorageError>;
+
+    /// Deletes a voicemail for good (remembering its id); returns its extension if it was here.
+    fn delete_voicemail(&mut self, id: &str) -> Result<Option<String>, StorageError>;
 }
 
 /// Storage in memory, for tests; `fail` makes every write fail.
@@ -45,6 +62,9 @@ pub struct MemoryStorage {
     pub bindings: Vec<BindingRecord>,
     pub messages: Vec<StoredMessage>,
     pub seen: Vec<String>,
+    pub voicemails: Vec<StoredVoicemail>,
+    /// Ids of deleted voicemails and delivered messages: never stored again.
+    pub gone: Vec<String>,
     pub fail: bool,
 }
 
@@ -102,5 +122,60 @@ impl Storage for MemoryStorage {
     fn message_counts(&mut self, aor: &str) -> Result<(u64, u64), StorageError> {
         let mine = self.messages.iter().filter(|m| m.aor == aor).count() as u64;
         Ok((mine, self.messages.len() as u64))
+    }
+
+    fn save_voicemail(&mut self, voicemail: &StoredVoicemail) -> Result<(), StorageError> {
+        if self.fail {
+            return Err(StorageError("disk full (test)".into()));
+        }
+        if !self.gone.contains(&voicemail.id)
+            && !self.voicemails.iter().any(|v| v.id == voicemail.id)
+        {
+            self.voicemails.push(voicemail.clone());
+        }
+        Ok(())
+    }
+
+    fn voicemails(&mut self, aor: &str) -> Result<Vec<StoredVoicemail>, StorageError> {
+        Ok(self
+            .voicemails
+            .iter()
+            .rev()
+            .filter(|v| v.aor == aor)
+            .cloned()
+            .collect())
+    }
+
+    fn voicemail_counts(&mut self, aor: &str) -> Result<(u64, u64), StorageError> {
+        let mine = self.voicemails.iter().filter(|v| v.aor == aor);
+        let heard = mine.clone().filter(|v| v.heard).count() as u64;
+        Ok((mine.count() as u64 - heard, heard))
+    }
+
+    fn voicemail_heard(&mut self, id: &str) -> Result<Option<String>, StorageError> {
+        Ok(self
+            .voicemails
+            .iter_mut()
+            .find(|v| v.id == id && !v.heard)
+            .map(|v| {
+                v.heard = true;
+                v.aor.clone()
+            }))
+    }
+
+    fn delete_voicemail(&mut self, id: &str) -> Result<Option<String>, StorageError> {
+        if self.fail {
+            return Err(StorageError("disk full (test)".into()));
+        }
+        if !self.gone.iter().any(|g| g == id) {
+            self.gone.push(id.to_string());
+        }
+        let aor = self
+            .voicemails
+            .iter()
+            .find(|v| v.id == id)
+            .map(|v| v.aor.clone());
+        self.voicemails.retain(|v| v.id != id);
+        Ok(aor)
     }
 }

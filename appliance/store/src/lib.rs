@@ -9,8 +9,10 @@ mod db;
 mod error;
 mod messages;
 mod migrations;
+mod voicemail;
 
 pub use bindings::BindingRow;
 pub use db::Db;
 pub use error::StoreError;
 pub use messages::MessageRow;
+pub use voicemail::VoicemailRow;

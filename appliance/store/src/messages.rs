@@ -90,8 +90,10 @@ impl Db {
     /// Drops messages accepted before `before_ms` (and delivery memories as old); returns how
     /// many messages went.
     pub fn expire_messages(&mut self, before_ms: i64) -> Result<usize, StoreError> {
-        self.conn
-            .execute("DELETE FROM delivered WHERE at_ms < ?1", params![before_ms])?;
+        self.conn.execute(
+            "DELETE FROM delivered WHERE kind = 'message' AND at_ms < ?1",
+            params![before_ms],
+        )?;
         Ok(self.conn.execute(
             "DELETE FROM messages WHERE received_ms < ?1",
             params![before_ms],

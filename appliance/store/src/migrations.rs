@@ -43,4 +43,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         id    TEXT    PRIMARY KEY,
         at_ms INTEGER NOT NULL
     );",
+    // 4: voicemail, newest first per AOR. Deleted voicemails leave their id in `delivered`
+    // like delivered messages do; `kind` lets each expire with its own retention, since a
+    // voicemail tombstone dropped at the message retention would let a holder's older replica
+    // bring a deleted voicemail back.
+    "CREATE TABLE voicemail (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          TEXT    NOT NULL UNIQUE,
+        aor         TEXT    NOT NULL,
+        from_hdr    TEXT    NOT NULL,
+        date        TEXT    NOT NULL,
+        received_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        audio       BLOB    NOT NULL,
+        heard       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX voicemail_aor ON voicemail (aor, seq);
+    ALTER TABLE delivered ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';",
 ];

@@ -50,14 +50,30 @@ fn bind(port: u16) -> Option<UdpSocket> {
     UdpSocket::from_std(socket).ok()
 }
 
-/// Call ends the SIP side must act on (a media timeout: BYE on both legs).
-pub(crate) type TimedOut = mpsc::Sender<String>;
+/// What the relay tells the SIP side.
+#[derive(Debug)]
+pub(crate) enum MediaNews {
+    /// End this call with BYE (its media timed out, or a recording reached its maximum).
+    End(String),
+    /// A voicemail recording ended with audio in it.
+    Recorded {
+        mailbox: String,
+        from: String,
+        audio: Vec<u8>,
+        duration: std::time::Duration,
+    },
+    /// The owner of a mailbox pressed a key or heard a message out.
+    Mailbox(sip::MailboxAction),
+}
+
+/// The channel of [`MediaNews`] to the SIP task.
+pub(crate) type News = mpsc::Sender<MediaNews>;
 
 /// Runs until `stop` turns true.
 pub(crate) async fn run(
     plane: MediaPlane,
     sockets: MediaSockets,
-    timed_out: TimedOut,
+    news: News,
     mut stop: watch::Receiver<bool>,
 ) {
     let sockets = Arc::new(sockets);
@@ -66,7 +82,7 @@ pub(crate) async fn run(
         let socket = socket.clone();
         let plane = plane.clone();
         let all = sockets.clone();
-        let timed_out = timed_out.clone();
+        let news = news.clone();
         readers.push(tokio::spawn(async move {
             loop {
                 if socket.readable().await.is_err() {
@@ -90,7 +106,7 @@ pub(crate) async fn run(
                         bytes: Bytes::copy_from_slice(&buf[..n]),
                     }),
                 );
-                drain(&mut shared, &all, &timed_out);
+                drain(&mut shared, &all, &news);
                 let after = shared.relay.poll_timeout();
                 drop(shared);
                 if after < before {
@@ -111,11 +127,11 @@ pub(crate) async fn run(
             _ = sleep => {
                 let mut shared = plane.lock();
                 shared.relay.handle_input(Instant::now(), Input::Timeout);
-                drain(&mut shared, &sockets, &timed_out);
+                drain(&mut shared, &sockets, &news);
             }
             _ = plane.wake.notified() => {
                 let mut shared = plane.lock();
-                drain(&mut shared, &sockets, &timed_out);
+                drain(&mut shared, &sockets, &news);
             }
             _ = stop.changed() => break,
         }
@@ -125,7 +141,7 @@ pub(crate) async fn run(
     }
 }
 
-fn drain(shared: &mut crate::media::Shared, sockets: &MediaSockets, timed_out: &TimedOut) {
+fn drain(shared: &mut crate::media::Shared, sockets: &MediaSockets, news: &News) {
     while let Some(output) = shared.relay.poll_output() {
         match output {
             Output::Transmit(d) => {
@@ -134,10 +150,42 @@ fn drain(shared: &mut crate::media::Shared, sockets: &MediaSockets, timed_out: &
                     let _ = socket.try_send_to(&d.bytes, d.remote);
                 }
             }
-            Output::Event(Event::TimedOut { call_id }) => {
-                if timed_out.try_send(call_id.clone()).is_err() {
-                    tracing::warn!(call_id, "media timeout not passed on (SIP task busy)");
+            Output::Event(Event::TimedOut { call_id } | Event::Finished { call_id }) => {
+                if news.try_send(MediaNews::End(call_id.clone())).is_err() {
+                    tracing::warn!(call_id, "call end not passed on (SIP task busy)");
                 }
+            }
+            Output::Event(Event::Recorded {
+                call_id,
+                label,
+                audio,
+                duration,
+            }) => {
+                // A voicemail must never be dropped for a busy channel: wait in a task.
+                let recorded = MediaNews::Recorded {
+                    mailbox: label.mailbox,
+                    from: label.from,
+                    audio,
+                    duration,
+                };
+                let tx = news.clone();
+                tokio::spawn(async move {
+                    if tx.send(recorded).await.is_err() {
+                        tracing::error!(call_id, "voicemail lost: the SIP task is gone");
+                    }
+                });
+            }
+            Output::Event(Event::Mailbox { call_id, action }) => {
+                let action = match action {
+                    media::relay::MailboxAction::Deleted(id) => sip::MailboxAction::Deleted(id),
+                    media::relay::MailboxAction::Heard(id) => sip::MailboxAction::Heard(id),
+                };
+                let tx = news.clone();
+                tokio::spawn(async move {
+                    if tx.send(MediaNews::Mailbox(action)).await.is_err() {
+                        tracing::warn!(call_id, "mailbox key not passed on");
+                    }
+                });
             }
             Output::Event(Event::Ended(report)) => {
                 if shared.recent.len() >= RECENT_CALLS {

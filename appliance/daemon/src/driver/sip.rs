@@ -40,7 +40,16 @@ enum NetEvent {
 
 /// A read-only question for the endpoint's task from the status API.
 pub(crate) struct StatusRequest {
-    pub(crate) reply: oneshot::Sender<Vec<BindingView>>,
+    pub(crate) reply: oneshot::Sender<(Vec<BindingView>, Vec<StoredView>)>,
+}
+
+/// A message or voicemail this appliance keeps (its own or a replica), for the status API.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct StoredView {
+    pub(crate) id: String,
+    pub(crate) aor: String,
+    /// `message` or `voicemail`.
+    pub(crate) kind: &'static str,
 }
 
 /// A binding as the status API shows it.
@@ -133,8 +142,8 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub(crate) struct Inbox {
     /// The status API's questions.
     pub(crate) status: mpsc::Receiver<StatusRequest>,
-    /// Calls whose media timed out: end them.
-    pub(crate) media_timeouts: mpsc::Receiver<String>,
+    /// What the relay says: calls to end, voicemails recorded, mailbox keys.
+    pub(crate) media_news: mpsc::Receiver<crate::driver::media::MediaNews>,
 }
 
 /// Runs the driver until `shutdown` turns true.
@@ -149,7 +158,7 @@ pub(crate) async fn run(
 ) {
     let Inbox {
         mut status,
-        mut media_timeouts,
+        mut media_news,
     } = inbox;
     let (events_tx, mut events) = mpsc::channel::<NetEvent>(EVENTS);
     let mut readers = tokio::task::JoinSet::new();
@@ -174,7 +183,8 @@ pub(crate) async fn run(
 
     // Lookup answers come back from their own tasks; bounded like every channel.
     let (lookups_tx, mut lookups) = mpsc::channel::<(u64, Vec<sip::RemoteRoute>)>(64);
-    let (replicas_tx, mut fetched) = mpsc::channel::<Vec<sip::StoredMessage>>(64);
+    let (replicas_tx, mut fetched) =
+        mpsc::channel::<(Vec<sip::StoredMessage>, Vec<sip::StoredVoicemail>)>(64);
     let mut overlay: Option<crate::overlay::Link> = None;
     loop {
         let deadline = endpoint.poll_timeout();
@@ -209,7 +219,9 @@ pub(crate) async fn run(
                 if let mesh::MeshEvent::FetchRequest { token, aor } = &event {
                     // A neighbour asks what waits here for `aor` (its phone just registered).
                     let held = sip::Storage::pending_messages(endpoint.storage(), aor).unwrap_or_default();
-                    let replicas = held.iter().map(crate::overlay::to_replica).collect();
+                    let mut replicas: Vec<mesh::Replica> = held.iter().map(crate::overlay::to_replica).collect();
+                    let mailbox = sip::Storage::voicemails(endpoint.storage(), aor).unwrap_or_default();
+                    replicas.extend(mailbox.iter().map(crate::overlay::voicemail_replica));
                     if let Some(link) = &overlay {
                         let (mesh, token) = (link.mesh.clone(), *token);
                         tokio::spawn(async move { mesh.answer_fetch(token, replicas).await });
@@ -226,17 +238,23 @@ pub(crate) async fn run(
                 crate::overlay::announce_all(&link.mesh, &endpoint, Instant::now());
                 overlay = Some(link);
             }
-            Some(messages) = fetched.recv() => {
-                endpoint.handle_input(Instant::now(), Input::Command(sip::Command::StoreReplicas { messages }));
+            Some((messages, voicemails)) = fetched.recv() => {
+                endpoint.handle_input(Instant::now(), Input::Command(sip::Command::StoreReplicas { messages, voicemails }));
             }
             Some((id, routes)) = lookups.recv() => {
                 endpoint.handle_input(Instant::now(), Input::Command(sip::Command::LookupResult { id, routes }));
             }
             Some(request) = status.recv() => {
-                let _ = request.reply.send(views(&endpoint));
+                let stored = endpoint
+                    .storage()
+                    .stored()
+                    .into_iter()
+                    .map(|(id, aor, kind)| StoredView { id, aor, kind })
+                    .collect();
+                let _ = request.reply.send((views(&endpoint), stored));
             }
-            Some(call_id) = media_timeouts.recv() => {
-                endpoint.handle_input(Instant::now(), Input::Command(sip::Command::EndCall { call_id }));
+            Some(news) = media_news.recv() => {
+                endpoint.handle_input(Instant::now(), Input::Command(crate::media::command(news)));
             }
             _ = shutdown.changed() => break,
         }
@@ -255,12 +273,9 @@ pub(crate) async fn run(
                             let tx = replicas_tx.clone();
                             tokio::spawn(async move {
                                 let found = mesh.fetch(aor.0).await;
-                                let messages: Vec<_> = found
-                                    .into_iter()
-                                    .filter_map(crate::overlay::from_replica)
-                                    .collect();
-                                if !messages.is_empty() {
-                                    let _ = tx.send(messages).await;
+                                let (messages, voicemails) = crate::overlay::split(found);
+                                if !messages.is_empty() || !voicemails.is_empty() {
+                                    let _ = tx.send((messages, voicemails)).await;
                                 }
                             });
                         }
@@ -276,6 +291,25 @@ pub(crate) async fn run(
                                 .await;
                             tracing::info!(id = %message.id, aor = %message.aor, holders, "message replicated");
                         });
+                    }
+                }
+                Output::Event(sip::Event::VoicemailStored { voicemail, peers }) => {
+                    if let Some(link) = &overlay {
+                        let mesh = link.mesh.clone();
+                        let replica = crate::overlay::voicemail_replica(&voicemail);
+                        tokio::spawn(async move {
+                            let holders = mesh
+                                .replicate_to(vec![replica], crate::overlay::REPLICAS, peers)
+                                .await;
+                            tracing::info!(id = %voicemail.id, aor = %voicemail.aor, holders, "voicemail replicated");
+                        });
+                    }
+                }
+                Output::Event(sip::Event::VoicemailDeleted { id, aor }) => {
+                    tracing::debug!(%aor, %id, "voicemail deleted");
+                    if let Some(link) = &overlay {
+                        let mesh = link.mesh.clone();
+                        tokio::spawn(async move { mesh.delivered(vec![id]).await });
                     }
                 }
                 Output::Event(sip::Event::MessageDelivered { id, aor }) => {

@@ -1,7 +1,7 @@
 //! The local HTTP API (JSON): what tests and operators use to look inside a running appliance.
 //! Later issues grow it into the operator API and web page.
 
-use crate::driver::sip::{BindingView, StatusRequest};
+use crate::driver::sip::{BindingView, StatusRequest, StoredView};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
@@ -42,6 +42,8 @@ struct Status {
     calls: Vec<CallView>,
     /// The last calls that ended, oldest first, with their final figures.
     recent_calls: Vec<CallView>,
+    /// Messages and voicemails kept here for extensions that were away (own or replicas).
+    stored: Vec<StoredView>,
 }
 
 /// One anchored call as the status API shows it.
@@ -130,7 +132,7 @@ async fn status(State(state): State<ApiState>) -> impl IntoResponse {
         .status
         .send_timeout(StatusRequest { reply }, Duration::from_secs(2))
         .await;
-    let (Ok(()), Ok(Ok(bindings))) = (
+    let (Ok(()), Ok(Ok((bindings, stored)))) = (
         asked,
         tokio::time::timeout(Duration::from_secs(2), answer).await,
     ) else {
@@ -188,6 +190,7 @@ async fn status(State(state): State<ApiState>) -> impl IntoResponse {
         uptime_s: state.started.elapsed().as_secs(),
         sip_listen: state.sip_listen.iter().map(ToString::to_string).collect(),
         bindings,
+        stored,
     })
     .into_response()
 }

@@ -169,6 +169,14 @@ impl Encoder {
         }
     }
 
+    /// Turns Opus's discontinuous transmission on or off; G.711 has none, so this does
+    /// nothing there.
+    pub fn set_dtx(&mut self, on: bool) {
+        if let EncoderInner::Opus(e) = &mut self.inner {
+            e.set_dtx(on);
+        }
+    }
+
     /// Encodes one packet's worth of PCM. For Opus, `pcm` should be a legal Opus frame
     /// (2.5, 5, 10, 20, 40 or 60 ms at 48 kHz); any other length is zero-padded or cut to the
     /// nearest legal one rather than failing, because a short frame must not stop a call.

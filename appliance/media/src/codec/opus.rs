@@ -128,6 +128,14 @@ impl Encoder {
         })
     }
 
+    /// Turns DTX on or off. A failure leaves the setting as it was: libopus only refuses a
+    /// bad argument, and a bool cannot be one.
+    pub fn set_dtx(&mut self, on: bool) {
+        if let Err(error) = self.inner.set_dtx(on) {
+            tracing::warn!(%error, "opus: DTX setting refused");
+        }
+    }
+
     /// Encodes one frame. A length libopus would refuse is zero-padded up to the next legal
     /// frame size (or cut to 60 ms), since the caller's framing bug must not end the call.
     /// If libopus still fails, the payload is empty and the failure is logged.

@@ -12,3 +12,4 @@ mod register;
 mod rfc4475;
 mod support;
 mod timeouts;
+mod voicemail;

@@ -11,14 +11,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
-struct Log {
+pub(crate) struct Log {
     /// (call-id, sender tag, toward) per rewrite.
     rewrites: Vec<(String, String, Toward)>,
-    ended: Vec<String>,
+    pub(crate) ended: Vec<String>,
     echoes: Vec<String>,
+    /// (call-id, mailbox, From) per voicemail answered.
+    pub(crate) records: Vec<(String, String, String)>,
+    /// (call-id, ids played, newest first) per mailbox call.
+    pub(crate) plays: Vec<(String, Vec<String>)>,
 }
 
-struct FakeRelay(Arc<Mutex<Log>>);
+pub(crate) struct FakeRelay(pub(crate) Arc<Mutex<Log>>);
 
 impl Media for FakeRelay {
     fn rewrite(
@@ -60,6 +64,38 @@ impl Media for FakeRelay {
         Ok(Bytes::from(format!("v=0\r\nc=IN IP4 {ip} echo\r\n")))
     }
 
+    fn record(
+        &mut self,
+        _now: Instant,
+        call_id: &str,
+        _body: &[u8],
+        ip: IpAddr,
+        mailbox: &str,
+        from: &str,
+    ) -> Result<Bytes, MediaRefusal> {
+        self.0.lock().expect("lock").records.push((
+            call_id.to_string(),
+            mailbox.to_string(),
+            from.to_string(),
+        ));
+        Ok(Bytes::from(format!("v=0\r\nc=IN IP4 {ip} record\r\n")))
+    }
+
+    fn play(
+        &mut self,
+        _now: Instant,
+        call_id: &str,
+        _body: &[u8],
+        ip: IpAddr,
+        messages: &[fieldmesh_sip::StoredVoicemail],
+    ) -> Result<Bytes, MediaRefusal> {
+        self.0.lock().expect("lock").plays.push((
+            call_id.to_string(),
+            messages.iter().map(|m| m.id.clone()).collect(),
+        ));
+        Ok(Bytes::from(format!("v=0\r\nc=IN IP4 {ip} play\r\n")))
+    }
+
     fn end(&mut self, _now: Instant, call_id: &str) {
         self.0.lock().expect("lock").ended.push(call_id.to_string());
     }
@@ -74,14 +110,19 @@ impl Media for FakeRelay {
     }
 }
 
-fn net_with_relay(seed: u64) -> (Net, Arc<Mutex<Log>>) {
+pub(crate) fn net_with_relay(seed: u64) -> (Net, Arc<Mutex<Log>>) {
+    net_with_relay_and(seed, Config::default())
+}
+
+/// A network with a mesh side and the fake relay, from `config` otherwise.
+pub(crate) fn net_with_relay_and(seed: u64, config: Config) -> (Net, Arc<Mutex<Log>>) {
     let config = Config {
         mesh: Some(MeshSide {
             local: "10.99.0.1:5060".parse().expect("addr"),
             peer_timeout: Duration::from_secs(3),
             lookup_timeout: Duration::from_secs(2),
         }),
-        ..Config::default()
+        ..config
     };
     let mut net = Net::with_config(seed, config);
     let log = Arc::new(Mutex::new(Log::default()));
@@ -89,7 +130,7 @@ fn net_with_relay(seed: u64) -> (Net, Arc<Mutex<Log>>) {
     (net, log)
 }
 
-fn route(peer: std::net::SocketAddr) -> Command {
+pub(crate) fn route(peer: std::net::SocketAddr) -> Command {
     Command::RemoteRoutes {
         aor: "303".into(),
         routes: vec![RemoteRoute {
@@ -101,7 +142,7 @@ fn route(peer: std::net::SocketAddr) -> Command {
     }
 }
 
-fn body_of(m: &Message) -> String {
+pub(crate) fn body_of(m: &Message) -> String {
     match m {
         Message::Request(r) => String::from_utf8_lossy(&r.body).into_owned(),
         Message::Response(r) => String::from_utf8_lossy(&r.body).into_owned(),
@@ -217,7 +258,9 @@ fn the_echo_number_is_answered_by_the_appliance_and_bye_ends_it() {
 
 #[test]
 fn a_rejected_call_releases_its_media() {
-    let (mut net, log) = net_with_relay(74);
+    let mut config = Config::default();
+    config.voicemail.enabled = false;
+    let (mut net, log) = net_with_relay_and(74, config);
     let alice = net.phone("10.0.1.2:5070", Answer::Silent);
     let c = net.phone("10.99.0.3:5060", Answer::Reject(486));
     net.command(route(c));
