@@ -8,7 +8,7 @@ use fieldmesh_tests::lab::{
     assert_mesh_addresses_only, bindings, bound, check_neighbour_times, connected_peers, hold,
     live_routes, statuses, wait_neighbours, wait_peer_gone, wait_route,
 };
-use fieldmesh_tests::node::NodeOptions;
+use fieldmesh_tests::node::{NO_VOICEMAIL, NodeOptions};
 use fieldmesh_tests::ports::free_port;
 use fieldmesh_tests::sipp::LOOPBACK;
 use fieldmesh_tests::wait::wait_for;
@@ -27,9 +27,15 @@ fn a_call_into_a_partition_gets_480_and_after_the_heal_it_gets_through_with_no_s
     let lab = Lab::new("mesh-partition");
     let apps = ["a", "b", "c"].map(|n| lab.appliance(n));
     let [a, _b, c] = &apps;
-    let nodes = apps
-        .each_ref()
-        .map(|x| lab.start_node(x, NodeOptions::default()));
+    let nodes = apps.each_ref().map(|x| {
+        lab.start_node(
+            x,
+            NodeOptions {
+                config_toml: Some(NO_VOICEMAIL.into()),
+                ..NodeOptions::default()
+            },
+        )
+    });
     let [na, nb, nc] = &nodes;
     check_neighbour_times(&wait_neighbours(&[na, nb, nc], Duration::from_secs(10)));
 

@@ -8,7 +8,7 @@ use fieldmesh_tests::lab::{
     Lab, ROUTE_WAIT, SILENT_DEATH_TARGET, UNANSWERED_480_TARGET, assert_mesh_addresses_only, bound,
     check_neighbour_times, wait_neighbours, wait_peer_gone, wait_route,
 };
-use fieldmesh_tests::node::NodeOptions;
+use fieldmesh_tests::node::{NO_VOICEMAIL, NodeOptions};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -16,9 +16,15 @@ fn calls_to_a_silently_dead_appliance_get_480_and_after_restart_its_phones_answe
     let lab = Lab::new("mesh-death");
     let apps = ["a", "b", "c"].map(|n| lab.appliance(n));
     let [a, _b, c] = &apps;
-    let mut nodes = apps
-        .each_ref()
-        .map(|x| lab.start_node(x, NodeOptions::default()));
+    let mut nodes = apps.each_ref().map(|x| {
+        lab.start_node(
+            x,
+            NodeOptions {
+                config_toml: Some(NO_VOICEMAIL.into()),
+                ..NodeOptions::default()
+            },
+        )
+    });
     {
         let [na, nb, nc] = &nodes;
         check_neighbour_times(&wait_neighbours(&[na, nb, nc], Duration::from_secs(10)));

@@ -1,7 +1,7 @@
 //! Calls through the proxy (RFC 3261 §16, issue 3): sipp phones register, a sipp caller calls
 //! them through the node, and both sides must see exactly the messages their scenario expects.
 
-use fieldmesh_tests::node::{Node, NodeOptions};
+use fieldmesh_tests::node::{NO_VOICEMAIL, Node, NodeOptions};
 use fieldmesh_tests::ports::free_port;
 use fieldmesh_tests::sipp::{self, LOOPBACK, Sipp};
 use std::time::Duration;
@@ -51,7 +51,10 @@ fn a_call_to_an_extension_nobody_registered_gets_404() {
 
 #[test]
 fn a_call_to_an_extension_whose_phone_unregistered_gets_480() {
-    let node = Node::start();
+    let node = Node::start_with(NodeOptions {
+        config_toml: Some(NO_VOICEMAIL.into()),
+        ..NodeOptions::default()
+    });
     let port = free_port(LOOPBACK);
     sipp::register(node.sip, "gone", port);
     Sipp::new("register")
@@ -71,7 +74,7 @@ fn a_call_to_an_extension_whose_phone_unregistered_gets_480() {
 #[test]
 fn a_call_nobody_answers_gets_480_after_the_no_answer_time_and_the_phone_is_cancelled() {
     let node = Node::start_with(NodeOptions {
-        config_toml: Some("[sip]\nno_answer_secs = 2\n".into()),
+        config_toml: Some(format!("[sip]\nno_answer_secs = 2\n{NO_VOICEMAIL}")),
         ..NodeOptions::default()
     });
     let ivan = Sipp::new("uas_ringing_cancel").spawn();

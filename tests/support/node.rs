@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// Configuration for tests that pin the proxy's own `480` (unreachable, unanswered): with
+/// voicemail on, those calls are answered by the mailbox instead (`tests/e2e/voicemail.rs`).
+pub const NO_VOICEMAIL: &str = "[voicemail]\nenabled = false\n";
+
 /// How to start a node. `Default` gives a node on 127.0.0.1 with fresh ports and state.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
