@@ -300,6 +300,27 @@ pub struct Endpoint<S: Storage> {
     anchored: HashMap<String, AnchoredCall>,
 }
 
+/// Saves each replica; returns the distinct extensions of those kept (a failed write is logged
+/// and skipped: the other holders still have it).
+fn keep_each<T>(
+    items: Vec<T>,
+    aor_of: impl Fn(&T) -> &String,
+    mut save: impl FnMut(&T) -> Result<(), crate::storage::StorageError>,
+) -> Vec<Aor> {
+    let mut aors: Vec<Aor> = Vec::new();
+    for item in &items {
+        let aor = aor_of(item);
+        if let Err(e) = save(item) {
+            tracing::warn!(aor = %aor, error = %e, "replica not stored");
+            continue;
+        }
+        if !aors.iter().any(|a| a.0 == *aor) {
+            aors.push(Aor(aor.clone()));
+        }
+    }
+    aors
+}
+
 /// What the appliance itself answers a call with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Service {
@@ -655,31 +676,13 @@ impl<S: Storage> Endpoint<S> {
                 messages,
                 voicemails,
             } => {
-                let mut mailboxes: Vec<Aor> = Vec::new();
-                for v in voicemails {
-                    if let Err(e) = self.storage.save_voicemail(&v) {
-                        tracing::warn!(aor = %v.aor, error = %e, "voicemail replica not stored");
-                        continue;
-                    }
-                    let aor = Aor(v.aor);
-                    if !mailboxes.contains(&aor) {
-                        mailboxes.push(aor);
-                    }
-                }
+                let storage = &mut self.storage;
+                let mailboxes = keep_each(voicemails, |v| &v.aor, |v| storage.save_voicemail(v));
                 for aor in mailboxes {
                     self.mailbox_changed(now, &aor, false);
                 }
-                let mut aors: Vec<Aor> = Vec::new();
-                for m in messages {
-                    if let Err(e) = self.storage.save_message(&m) {
-                        tracing::warn!(aor = %m.aor, error = %e, "replica not stored");
-                        continue;
-                    }
-                    let aor = Aor(m.aor);
-                    if !aors.contains(&aor) {
-                        aors.push(aor);
-                    }
-                }
+                let storage = &mut self.storage;
+                let aors = keep_each(messages, |m| &m.aor, |m| storage.save_message(m));
                 for aor in aors {
                     if !self.location.lookup(now, &aor).is_empty() {
                         self.deliver_pending(now, &aor);
