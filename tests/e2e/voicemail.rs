@@ -153,3 +153,87 @@ fn a_voicemail_left_on_a_is_announced_played_and_deleted_on_b() {
         "no NOTIFY saying the mailbox is empty; last one:\n{last}"
     );
 }
+
+/// Issue 6, story 3 (voicemail): a voicemail recorded on A is replicated to B and C; A dies for
+/// good (kill -9, state deleted); yves registers on C, is told of it and hears it.
+#[test]
+fn a_voicemail_survives_the_appliance_that_recorded_it() {
+    use fieldmesh_tests::lab::{Lab, wait_neighbours};
+    use fieldmesh_tests::media::MEDIA_PORTS;
+    use fieldmesh_tests::node::NodeOptions;
+    let lab = Lab::new("voicemail-replicas");
+    let apps = ["a", "b", "c"].map(|n| lab.appliance(n));
+    let [a, _b, c] = &apps;
+    let mut nodes = apps.each_ref().map(|x| {
+        lab.start_node(
+            x,
+            NodeOptions {
+                extra_args: vec![
+                    "--media-ports".into(),
+                    format!("{}-{}", MEDIA_PORTS.0, MEDIA_PORTS.1),
+                ],
+                ..NodeOptions::default()
+            },
+        )
+    });
+    wait_neighbours(&nodes.each_ref(), Duration::from_secs(10));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tone = dir.path().join("1000.wav");
+    audio::write_sine(&tone, 48_000, 1000.0, 40.0, 0.5);
+    let silence = dir.path().join("silence.wav");
+    audio::write_sine(&silence, 48_000, 1000.0, 40.0, 0.0);
+
+    // yves was on C once and is away; alice on A leaves him a voicemail.
+    c.register("yves", 5099, 300);
+    c.register("yves", 5099, 0);
+    let mut alice = Baresip::start(phone(a, "alice", &tone).codecs("opus/48000/2"));
+    alice.wait_registered();
+    alice.dial("yves");
+    alice.wait_established();
+    std::thread::sleep(GREETING + TALK);
+    alice.hangup();
+    alice.wait_terminated();
+    let replicated = poll_for(Duration::from_secs(15), || {
+        let log = nodes[0].log_text();
+        log.lines()
+            .find(|l| l.contains("voicemail replicated"))
+            .map(str::to_string)
+    })
+    .expect("A did not replicate the voicemail");
+    assert!(replicated.contains("holders=2"), "{replicated}");
+    let ids = stored(&nodes[0], "yves");
+    assert_eq!(ids.len(), 1, "A keeps one voicemail for yves");
+    for node in &nodes[1..] {
+        assert_eq!(stored(node, "yves"), ids, "{} holds a replica", node.label);
+    }
+
+    // A is gone for good.
+    nodes[0].kill9();
+    std::fs::remove_dir_all(&nodes[0].state_dir).expect("delete A's state");
+
+    // yves registers on C: told, and hears alice.
+    let mut yves = Baresip::start(phone(c, "yves", &silence).codecs("pcmu"));
+    yves.wait_registered();
+    let notified = poll_for(Duration::from_secs(10), || {
+        yves.received_sip()
+            .into_iter()
+            .find(|m| m.starts_with("NOTIFY ") && m.contains("Voice-Message: 1/0"))
+    });
+    assert!(
+        notified.is_some(),
+        "yves on C was not told of the voicemail; received:\n{}",
+        yves.received_sip().join("\n---\n")
+    );
+    yves.dial("*98");
+    yves.wait_established();
+    std::thread::sleep(Duration::from_millis(700) + TALK);
+    yves.hangup();
+    yves.wait_terminated();
+    let heard = yves.received_recording(TALK.as_secs_f64());
+    let (share_db, rms) = best_window(&heard, 1000.0);
+    eprintln!("yves on C heard: best 1 s window 1 kHz {share_db:.1} dB, RMS {rms:.3}");
+    assert!(
+        share_db >= -3.0 && rms >= 0.1,
+        "alice's tone not heard on C ({share_db:.1} dB, RMS {rms:.3})"
+    );
+}
