@@ -1,9 +1,11 @@
 //! The relay with simulated time: a call's offer and answer, packets through both legs,
 //! latching, hijack attempts, hold, timeouts, exhaustion and transcoding.
 
+mod support;
+
 use bytes::Bytes;
 use fieldmesh_media::codec::{Codec, Decoder, Encoder};
-use fieldmesh_media::relay::{Datagram, Event, Input, Output, Relay, RelayConfig, Toward};
+use fieldmesh_media::relay::{Datagram, Event, Input, Relay, RelayConfig, Toward};
 use fieldmesh_media::rtp::{Header, Packet};
 use fieldmesh_media::sdp::SdpError;
 use std::net::SocketAddr;
@@ -130,30 +132,11 @@ impl Call {
     }
 
     fn drain(&mut self) -> (Vec<Datagram>, Vec<Event>) {
-        let mut sent = Vec::new();
-        let mut events = Vec::new();
-        while let Some(o) = self.relay.poll_output() {
-            match o {
-                Output::Transmit(d) => sent.push(d),
-                Output::Event(e) => events.push(e),
-            }
-        }
-        (sent, events)
+        support::drain(&mut self.relay)
     }
 
     fn advance(&mut self, by: Duration) -> (Vec<Datagram>, Vec<Event>) {
-        let end = self.now + by;
-        let mut sent = Vec::new();
-        let mut events = Vec::new();
-        while let Some(at) = self.relay.poll_timeout().filter(|at| *at <= end) {
-            self.now = at.max(self.now);
-            self.relay.handle_input(self.now, Input::Timeout);
-            let (s, e) = self.drain();
-            sent.extend(s);
-            events.extend(e);
-        }
-        self.now = end;
-        (sent, events)
+        support::advance(&mut self.relay, &mut self.now, by)
     }
 }
 

@@ -1,10 +1,12 @@
 //! Voicemail through the relay with simulated time: a phone leaves a message after the
 //! greeting, and a phone listens to its mailbox and presses keys.
 
+mod support;
+
 use bytes::Bytes;
 use fieldmesh_media::codec::{Codec, Decoder, Encoder};
 use fieldmesh_media::relay::{
-    Datagram, Event, Input, MailboxAction, Output, RecordingLabel, Relay, RelayConfig,
+    Datagram, Event, Input, MailboxAction, RecordingLabel, Relay, RelayConfig,
 };
 use fieldmesh_media::rtp::{Header, Packet};
 use fieldmesh_media::sdp::SdpError;
@@ -79,30 +81,11 @@ impl Lab {
     }
 
     fn drain(&mut self) -> (Vec<Datagram>, Vec<Event>) {
-        let mut sent = Vec::new();
-        let mut events = Vec::new();
-        while let Some(o) = self.relay.poll_output() {
-            match o {
-                Output::Transmit(d) => sent.push(d),
-                Output::Event(e) => events.push(e),
-            }
-        }
-        (sent, events)
+        support::drain(&mut self.relay)
     }
 
     fn advance(&mut self, by: Duration) -> (Vec<Datagram>, Vec<Event>) {
-        let end = self.now + by;
-        let mut sent = Vec::new();
-        let mut events = Vec::new();
-        while let Some(at) = self.relay.poll_timeout().filter(|at| *at <= end) {
-            self.now = at.max(self.now);
-            self.relay.handle_input(self.now, Input::Timeout);
-            let (s, e) = self.drain();
-            sent.extend(s);
-            events.extend(e);
-        }
-        self.now = end;
-        (sent, events)
+        support::advance(&mut self.relay, &mut self.now, by)
     }
 
     fn send(&mut self, port: u16, bytes: Bytes) -> (Vec<Datagram>, Vec<Event>) {
