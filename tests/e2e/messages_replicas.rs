@@ -113,3 +113,100 @@ fn a_message_accepted_during_a_partition_reaches_the_phone_after_the_heal() {
     c.register("404", port, 300);
     inbox.wait().expect_success(1);
 }
+
+/// Ids of the messages kept on `node` for `aor`, from the status API's `stored`.
+fn stored_messages(node: &fieldmesh_tests::node::Node, aor: &str) -> Vec<String> {
+    node.status()["stored"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["aor"] == aor && s["kind"] == "message")
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Issue 6, story 3 (replica count): with four appliances, a message accepted by A is kept on
+/// A and two others. A is removed for good; once it has been gone for
+/// `store.restore_after_secs`, one remaining holder copies the message to the fourth
+/// appliance, so it is on 1 + k = 3 appliances again (status API). The phone then gets it
+/// once, and no copy is left anywhere.
+#[test]
+fn when_a_holder_is_gone_for_good_the_others_restore_the_replica_count() {
+    const RESTORE_AFTER_SECS: u64 = 4;
+    let lab = Lab::new("messages-restore");
+    let apps = ["a", "b", "c", "d"].map(|n| lab.appliance(n));
+    let a = &apps[0];
+    let mut nodes = apps.each_ref().map(|x| {
+        lab.start_node(
+            x,
+            NodeOptions {
+                config_toml: Some(format!(
+                    "[store]\nrestore_after_secs = {RESTORE_AFTER_SECS}\n"
+                )),
+                ..NodeOptions::default()
+            },
+        )
+    });
+    wait_neighbours(&nodes.each_ref(), Duration::from_secs(10));
+
+    a.caller("message").service("303").run().expect_success(1);
+    wait_for(
+        "A to replicate to 2 holders",
+        Duration::from_secs(10),
+        || nodes[0].log_text().contains("holders=2"),
+    );
+    let id = stored_messages(&nodes[0], "303")
+        .pop()
+        .expect("A keeps the message it accepted");
+    let holders = |nodes: &[fieldmesh_tests::node::Node]| -> Vec<String> {
+        nodes
+            .iter()
+            .filter(|n| stored_messages(n, "303").contains(&id))
+            .map(|n| n.label.clone())
+            .collect()
+    };
+    let before = holders(&nodes[..]);
+    assert_eq!(before.len(), 3, "A and two replicas: {before:?}");
+    // The count is met: for a few inventory rounds nothing is copied to the fourth.
+    std::thread::sleep(Duration::from_secs(RESTORE_AFTER_SECS + 2));
+    assert_eq!(
+        holders(&nodes[..]),
+        before,
+        "no copy while the count is met"
+    );
+
+    // A is gone for good.
+    nodes[0].kill9();
+    std::fs::remove_dir_all(&nodes[0].state_dir).expect("delete A's state");
+    let t = Instant::now();
+    let rest = &nodes[1..];
+    wait_for(
+        "the message to be on B, C and D",
+        Duration::from_secs(RESTORE_AFTER_SECS * 2 + 30),
+        || holders(rest).len() == 3,
+    );
+    eprintln!(
+        "replica count back to 3 on {:?} {:?} after A died (restore_after {RESTORE_AFTER_SECS} s)",
+        holders(rest),
+        t.elapsed()
+    );
+    let restored: usize = rest
+        .iter()
+        .map(|n| n.log_text().matches("replica count restored").count())
+        .sum();
+    assert_eq!(restored, 1, "exactly one holder made the copy");
+
+    // 303 registers on the appliance that got the new copy; it is delivered once, and every
+    // copy goes.
+    let d = &apps[3];
+    let inbox = d
+        .phone("uas_message")
+        .calls(1)
+        .timeout(Duration::from_secs(30))
+        .spawn();
+    d.register("303", inbox.port(), 300);
+    inbox.wait().expect_success(1);
+    wait_for("every copy to go", Duration::from_secs(10), || {
+        holders(rest).is_empty()
+    });
+}

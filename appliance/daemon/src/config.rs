@@ -48,6 +48,8 @@ pub(crate) struct ConfigFile {
     pub(crate) voicemail_max: Duration,
     /// How long voicemails (and undelivered messages) are kept.
     pub(crate) store_keep: Duration,
+    /// How long a holder of stored items may be gone before the others copy them elsewhere.
+    pub(crate) store_restore_after: Duration,
 }
 
 /// Overrides from the command line.
@@ -148,6 +150,7 @@ impl ConfigFile {
             voicemail_number: String::new(),
             voicemail_max: Duration::ZERO,
             store_keep: Duration::ZERO,
+            store_restore_after: Duration::ZERO,
         };
         c.apply(table, origin)?;
         Ok(c)
@@ -236,6 +239,9 @@ impl ConfigFile {
             }
             "store.keep_days" => {
                 self.store_keep = Duration::from_secs(integer(name, v, 1, 365)? * 86_400)
+            }
+            "store.restore_after_secs" => {
+                self.store_restore_after = Duration::from_secs(integer(name, v, 2, 7 * 86_400)?)
             }
             "media.echo_delay_ms" => {
                 self.media_echo_delay = Duration::from_millis(integer(name, v, 0, 5000)?)

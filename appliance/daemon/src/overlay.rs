@@ -70,6 +70,8 @@ pub(crate) fn start(
             ping_timeout: file.ping_timeout,
             epoch,
             memory: None,
+            replicas: REPLICAS,
+            restore_after: file.store_restore_after,
         },
         tx,
     )?;
@@ -97,7 +99,7 @@ pub(crate) fn command(event: MeshEvent) -> Option<Command> {
             }
         }
         MeshEvent::Delivered { ids } => Command::ForgetMessages { ids },
-        MeshEvent::FetchRequest { .. } => return None,
+        MeshEvent::FetchRequest { .. } | MeshEvent::Restore { .. } => return None,
         MeshEvent::Routes { aor, routes, known } => Command::RemoteRoutes {
             aor,
             routes: remote(routes),
@@ -223,6 +225,34 @@ pub(crate) fn voicemail_from_replica(r: mesh::Replica) -> Option<sip::StoredVoic
             tracing::warn!(id = %r.id, aor = %r.aor, "undecodable voicemail replica dropped");
             None
         }
+    }
+}
+
+/// Copies items whose holder is gone to the neighbours the overlay chose (see
+/// `mesh::custody`); the items are read here, sent in the background.
+pub(crate) fn restore(mesh: &Mesh, storage: &mut SqlStorage, restores: Vec<mesh::Restore>) {
+    for r in restores {
+        let mut found: Vec<mesh::Replica> = sip::Storage::pending_messages(storage, &r.aor)
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| m.id == r.id)
+            .map(to_replica)
+            .collect();
+        found.extend(
+            sip::Storage::voicemails(storage, &r.aor)
+                .unwrap_or_default()
+                .iter()
+                .filter(|v| v.id == r.id)
+                .map(voicemail_replica),
+        );
+        if found.is_empty() {
+            continue;
+        }
+        let mesh = mesh.clone();
+        tokio::spawn(async move {
+            let holders = mesh.replicate_to(found, 0, r.to.clone()).await;
+            tracing::info!(id = %r.id, aor = %r.aor, to = ?r.to, holders, "replica count restored");
+        });
     }
 }
 

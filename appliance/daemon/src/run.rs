@@ -147,7 +147,10 @@ pub(crate) async fn run(
         late_rx,
         mesh_tx,
         sockets,
-        file.max_message_bytes,
+        driver::sip::Settings {
+            max_message_bytes: file.max_message_bytes,
+            restore_after: file.store_restore_after,
+        },
         driver::sip::Inbox {
             status: status_rx,
             media_news,

@@ -35,6 +35,14 @@ impl SqlStorage {
         })
     }
 
+    /// Ids recently delivered or deleted here (newest first, bounded), for the inventory.
+    pub(crate) fn gone(&mut self) -> Vec<String> {
+        self.db.gone_ids(2000).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "delivered ids unreadable");
+            Vec::new()
+        })
+    }
+
     /// Bindings and recently seen extensions to put back into the core at start.
     pub(crate) fn restore(&mut self, known_for: Duration) -> Result<Restored, store::StoreError> {
         let now = now_ms();

@@ -25,6 +25,8 @@ pub(crate) enum SyncRequest {
     FetchReplicas { aor: String },
     /// "These were delivered: forget them."
     Delivered { ids: Vec<String> },
+    /// "This is what I hold" (answered with the receiver's own inventory).
+    Inventory { inventory: crate::Inventory },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +34,8 @@ pub(crate) struct SyncResponse {
     pub(crate) records: Vec<LocationRecord>,
     #[serde(default)]
     pub(crate) replicas: Vec<crate::Replica>,
+    #[serde(default)]
+    pub(crate) inventory: Option<crate::Inventory>,
 }
 
 #[derive(NetworkBehaviour)]

@@ -7,12 +7,14 @@
 //! knows nothing about SIP: the daemon turns bindings into records and routes into SIP targets.
 
 mod behaviour;
+pub mod custody;
 mod discovery;
 mod error;
 pub mod node;
 pub mod records;
 pub mod replicas;
 
+pub use custody::{Inventory, Restore};
 pub use error::MeshError;
 pub use libp2p::{Multiaddr, PeerId, identity};
 pub use node::{Mesh, MeshConfig, MeshEvent, MeshStatus, PeerInfo};

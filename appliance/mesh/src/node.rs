@@ -10,6 +10,7 @@
 //! ping decides liveness quickly, because mDNS TTLs alone take 120 s to notice a dead appliance.
 
 use crate::behaviour::{Behaviour, BehaviourEvent, REQUEST_TIMEOUT, SyncRequest, SyncResponse};
+use crate::custody::{self, Custody, Inventory, distance};
 use crate::discovery::{self, Discovered};
 use crate::error::MeshError;
 use crate::records::{LocationRecord, Merge, PhoneRef, Route, Table};
@@ -57,6 +58,10 @@ pub struct MeshConfig {
     pub epoch: u64,
     /// Use the in-process memory transport at this port instead of TCP (tests).
     pub memory: Option<u64>,
+    /// Replicas kept besides the accepting appliance's own copy of each stored item.
+    pub replicas: usize,
+    /// How long a holder may be silent before the others copy its items elsewhere.
+    pub restore_after: Duration,
 }
 
 /// What the node tells the appliance.
@@ -77,6 +82,9 @@ pub enum MeshEvent {
     FetchRequest { token: u64, aor: String },
     /// These replicas were delivered somewhere: forget them.
     Delivered { ids: Vec<String> },
+    /// A holder of these items is gone for good: send them to `to` (peer ids) to keep the
+    /// count (see [`custody`]).
+    Restore { restores: Vec<custody::Restore> },
 }
 
 /// A neighbour as the status API shows it.
@@ -134,6 +142,10 @@ enum Command {
     },
     Delivered {
         ids: Vec<String>,
+    },
+    Hold {
+        held: Vec<(String, String)>,
+        gone: Vec<String>,
     },
 }
 
@@ -249,6 +261,12 @@ impl Mesh {
             .commands
             .send(Command::AnswerFetch { token, replicas })
             .await;
+    }
+
+    /// What this appliance keeps now ((id, AOR) pairs) and ids recently delivered or deleted,
+    /// for the inventories swapped with neighbours. Never waits (the next call repeats it).
+    pub fn hold(&self, held: Vec<(String, String)>, gone: Vec<String>) {
+        let _ = self.commands.try_send(Command::Hold { held, gone });
     }
 
     /// Tells every neighbour these replicas were delivered.
@@ -383,6 +401,11 @@ struct Node {
     /// Fetch requests from neighbours waiting for the appliance's answer.
     answering: HashMap<u64, request_response::ResponseChannel<SyncResponse>>,
     next_token: u64,
+    /// Who holds which of our items, to restore the count when a holder is gone.
+    custody: Custody,
+    /// Ids recently delivered or deleted here, told to neighbours with our inventory.
+    gone: Vec<String>,
+    next_inventory: Instant,
 }
 
 struct PendingFetch {
@@ -396,6 +419,8 @@ impl Node {
     fn new(config: MeshConfig, swarm: Swarm<Behaviour>, events: mpsc::Sender<MeshEvent>) -> Node {
         let me = config.keypair.public().to_peer_id().to_base58();
         let seq = config.epoch << 32;
+        let now = Instant::now();
+        let custody = Custody::new(me.clone(), config.replicas, config.restore_after, now);
         Node {
             config,
             swarm,
@@ -412,6 +437,9 @@ impl Node {
             replications: Vec::new(),
             answering: HashMap::new(),
             next_token: 0,
+            custody,
+            gone: Vec::new(),
+            next_inventory: now,
         }
     }
 
@@ -569,6 +597,7 @@ impl Node {
                     let response = SyncResponse {
                         records: Vec::new(),
                         replicas,
+                        inventory: None,
                     };
                     let _ = self
                         .swarm
@@ -583,6 +612,10 @@ impl Node {
                     let request = SyncRequest::Delivered { ids: ids.clone() };
                     self.swarm.behaviour_mut().sync.send_request(&p, request);
                 }
+            }
+            Command::Hold { held, gone } => {
+                self.custody.hold(held);
+                self.gone = gone;
             }
             Command::Dial { addr } => {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
@@ -746,6 +779,49 @@ impl Node {
             .collect();
         for addr in redial {
             let _ = self.swarm.dial(addr);
+        }
+        if now >= self.next_inventory {
+            self.next_inventory = now + custody::inventory_period(self.config.restore_after);
+            self.swap_inventories(now).await;
+        }
+    }
+
+    /// Sends our inventory to every connected neighbour (each answers with its own), and asks
+    /// the appliance for the copies that restore a lost holder's items.
+    async fn swap_inventories(&mut self, now: Instant) {
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let names: Vec<String> = connected.iter().map(|p| p.to_base58()).collect();
+        for name in &names {
+            self.custody.alive(name, now);
+        }
+        let inventory = self.inventory();
+        for p in &connected {
+            let request = SyncRequest::Inventory {
+                inventory: inventory.clone(),
+            };
+            self.swarm.behaviour_mut().sync.send_request(p, request);
+        }
+        let restores = self.custody.plan(now, &names);
+        if !restores.is_empty() {
+            let _ = self.events.send(MeshEvent::Restore { restores }).await;
+        }
+    }
+
+    fn inventory(&self) -> Inventory {
+        Inventory {
+            held: self.custody.held_ids(),
+            gone: self.gone.clone(),
+        }
+    }
+
+    /// A neighbour's inventory: remember what it holds, forget what it says is gone.
+    async fn heard_inventory(&mut self, peer: PeerId, inventory: Inventory) {
+        let gone = self
+            .custody
+            .heard(&peer.to_base58(), inventory, Instant::now());
+        if !gone.is_empty() {
+            tracing::info!(peer_id = %peer, count = gone.len(), "items delivered elsewhere while we were apart");
+            let _ = self.events.send(MeshEvent::Delivered { ids: gone }).await;
         }
     }
 
@@ -983,6 +1059,20 @@ impl Node {
                         let _ = self.events.send(MeshEvent::Delivered { ids }).await;
                         Vec::new()
                     }
+                    SyncRequest::Inventory { inventory } => {
+                        self.heard_inventory(peer, inventory).await;
+                        let response = SyncResponse {
+                            records: Vec::new(),
+                            replicas: Vec::new(),
+                            inventory: Some(self.inventory()),
+                        };
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_response(channel, response);
+                        return;
+                    }
                     SyncRequest::Digest { digest } => {
                         let mut records = self.table.newer_than(now, &digest);
                         let theirs: HashMap<(&str, &str), u64> = digest
@@ -1008,6 +1098,7 @@ impl Node {
                     SyncResponse {
                         records,
                         replicas: Vec::new(),
+                        inventory: None,
                     },
                 );
             }
@@ -1030,6 +1121,9 @@ impl Node {
                     }
                 }
                 tracing::debug!(peer_id = %peer, count, "sync received");
+                if let Some(inventory) = response.inventory {
+                    self.heard_inventory(peer, inventory).await;
+                }
                 self.replica_settled(request_id, Some(response.replicas));
                 self.lookup_answered(request_id);
             }
@@ -1210,16 +1304,6 @@ fn dedup(replicas: Vec<Replica>) -> Vec<Replica> {
         .into_iter()
         .filter(|r| seen.insert(r.id.clone()))
         .collect()
-}
-
-/// A stable distance between a peer and a replica id (FNV of both), for choosing holders.
-fn distance(peer: &str, id: &str) -> u64 {
-    let h = |s: &str| {
-        s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
-    };
-    h(peer) ^ h(id)
 }
 
 /// One kad key per (AOR, appliance), so two appliances serving one AOR never collide.

@@ -32,6 +32,8 @@ fn honest(port: u64, n: u8) -> (Mesh, mpsc::Receiver<MeshEvent>) {
         ping_interval: Duration::from_millis(500),
         ping_timeout: Duration::from_secs(2),
         epoch: 1,
+        replicas: 2,
+        restore_after: Duration::from_secs(600),
         memory: Some(port),
     };
     (Mesh::spawn(config, tx).expect("overlay starts"), rx)

@@ -28,6 +28,8 @@ fn start(n: u8) -> Appliance {
         ping_interval: Duration::from_millis(500),
         ping_timeout: Duration::from_secs(2),
         epoch: 1,
+        replicas: 2,
+        restore_after: Duration::from_secs(600),
         memory: Some(port),
     };
     let mesh = Mesh::spawn(config, tx).expect("overlay starts");

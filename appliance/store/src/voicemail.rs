@@ -153,4 +153,16 @@ impl Db {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// The ids most recently delivered or deleted here, newest first (at most `limit`): told
+    /// to neighbours, so a holder that was cut off when it happened drops its copy.
+    pub fn gone_ids(&mut self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM delivered ORDER BY at_ms DESC, rowid DESC LIMIT ?1")?;
+        let rows = stmt.query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            r.get(0)
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
 }

@@ -101,6 +101,10 @@ fn a_deleted_voicemail_never_comes_back() {
     db.save_voicemail(&vm("v2", "303", 20)).expect("save");
     assert!(db.voicemails("303").expect("list").is_empty());
     assert!(db.stored_ids().expect("ids").is_empty());
+    // Both ids are told to neighbours as gone, newest first, and the list is bounded.
+    db.message_delivered("m1", 200).expect("delivered");
+    assert_eq!(db.gone_ids(10).expect("gone"), vec!["m1", "v2", "v1"]);
+    assert_eq!(db.gone_ids(1).expect("gone"), vec!["m1"]);
 }
 
 #[test]

@@ -146,13 +146,21 @@ pub(crate) struct Inbox {
     pub(crate) media_news: mpsc::Receiver<crate::driver::media::MediaNews>,
 }
 
+/// The driver's own settings.
+pub(crate) struct Settings {
+    /// Largest SIP message read (TCP framing cap).
+    pub(crate) max_message_bytes: usize,
+    /// `store.restore_after_secs`: paces the inventory told to the overlay.
+    pub(crate) restore_after: Duration,
+}
+
 /// Runs the driver until `shutdown` turns true.
 pub(crate) async fn run(
     mut endpoint: Endpoint<SqlStorage>,
     mut late: mpsc::Receiver<(crate::overlay::Link, sip::MeshSide)>,
     mesh_tx: watch::Sender<Option<mesh::Mesh>>,
     sockets: Sockets,
-    max_message_bytes: usize,
+    settings: Settings,
     inbox: Inbox,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -160,6 +168,10 @@ pub(crate) async fn run(
         mut status,
         mut media_news,
     } = inbox;
+    let Settings {
+        max_message_bytes,
+        restore_after,
+    } = settings;
     let (events_tx, mut events) = mpsc::channel::<NetEvent>(EVENTS);
     let mut readers = tokio::task::JoinSet::new();
     for socket in &sockets.udp {
@@ -186,6 +198,9 @@ pub(crate) async fn run(
     let (replicas_tx, mut fetched) =
         mpsc::channel::<(Vec<sip::StoredMessage>, Vec<sip::StoredVoicemail>)>(64);
     let mut overlay: Option<crate::overlay::Link> = None;
+    // What we hold, told to the overlay as often as it swaps inventories with neighbours.
+    let mut holdings = tokio::time::interval(mesh::custody::inventory_period(restore_after));
+    holdings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = endpoint.poll_timeout();
         let sleep = async {
@@ -216,7 +231,11 @@ pub(crate) async fn run(
                     None => std::future::pending().await,
                 }
             } => {
-                if let mesh::MeshEvent::FetchRequest { token, aor } = &event {
+                if let mesh::MeshEvent::Restore { restores } = event {
+                    if let Some(link) = &overlay {
+                        crate::overlay::restore(&link.mesh, endpoint.storage(), restores);
+                    }
+                } else if let mesh::MeshEvent::FetchRequest { token, aor } = &event {
                     // A neighbour asks what waits here for `aor` (its phone just registered).
                     let held = sip::Storage::pending_messages(endpoint.storage(), aor).unwrap_or_default();
                     let mut replicas: Vec<mesh::Replica> = held.iter().map(crate::overlay::to_replica).collect();
@@ -240,6 +259,13 @@ pub(crate) async fn run(
             }
             Some((messages, voicemails)) = fetched.recv() => {
                 endpoint.handle_input(Instant::now(), Input::Command(sip::Command::StoreReplicas { messages, voicemails }));
+            }
+            _ = holdings.tick(), if overlay.is_some() => {
+                if let Some(link) = &overlay {
+                    let storage = endpoint.storage();
+                    let held = storage.stored().into_iter().map(|(id, aor, _)| (id, aor)).collect();
+                    link.mesh.hold(held, storage.gone());
+                }
             }
             Some((id, routes)) = lookups.recv() => {
                 endpoint.handle_input(Instant::now(), Input::Command(sip::Command::LookupResult { id, routes }));
