@@ -124,3 +124,36 @@ fn of_200_messages_cut_by_a_kill_9_every_one_answered_202_is_delivered_once() {
         acked.len()
     );
 }
+
+/// Issue 6, delivery notice: the sender's phone (registered as `sipp`, sipp's own From) learns
+/// when its stored message reached the extension: "Delivered to hana at HH:MM".
+#[test]
+fn the_sender_is_told_when_its_stored_message_reached_the_phone() {
+    let node = Node::start();
+    let sender_inbox = Sipp::new("uas_message").calls(1).spawn();
+    sipp::register(node.sip, "sipp", sender_inbox.port());
+    Sipp::new("message")
+        .to(node.sip)
+        .service("hana")
+        .run()
+        .expect_success(1);
+    let hana = Sipp::new("uas_message").calls(1).spawn();
+    sipp::register(node.sip, "hana", hana.port());
+    hana.wait().expect_success(1);
+    let told = sender_inbox.wait();
+    told.expect_success(1);
+    let notice = told
+        .received()
+        .into_iter()
+        .find(|m| m.starts_with("MESSAGE "))
+        .expect("a notice");
+    let text = notice.lines().last().unwrap_or("").trim().to_string();
+    assert!(
+        text.starts_with("Delivered to hana at ") && text.contains("(\"hello 1 from sipp\")"),
+        "{notice}"
+    );
+    assert!(
+        notice.contains("From: \"fieldmesh\" <sip:fieldmesh@"),
+        "{notice}"
+    );
+}

@@ -50,6 +50,8 @@ pub(crate) struct ConfigFile {
     pub(crate) store_keep: Duration,
     /// How long a holder of stored items may be gone before the others copy them elsewhere.
     pub(crate) store_restore_after: Duration,
+    /// Tell the sender of a stored message when a phone took it.
+    pub(crate) store_delivery_notice: bool,
 }
 
 /// Overrides from the command line.
@@ -151,6 +153,7 @@ impl ConfigFile {
             voicemail_max: Duration::ZERO,
             store_keep: Duration::ZERO,
             store_restore_after: Duration::ZERO,
+            store_delivery_notice: true,
         };
         c.apply(table, origin)?;
         Ok(c)
@@ -239,6 +242,11 @@ impl ConfigFile {
             }
             "store.keep_days" => {
                 self.store_keep = Duration::from_secs(integer(name, v, 1, 365)? * 86_400)
+            }
+            "store.delivery_notice" => {
+                self.store_delivery_notice = v.as_bool().ok_or_else(|| {
+                    ConfigError(format!("{name}: expected true or false, got {v}"))
+                })?
             }
             "store.restore_after_secs" => {
                 self.store_restore_after = Duration::from_secs(integer(name, v, 2, 7 * 86_400)?)

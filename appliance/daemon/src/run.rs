@@ -150,6 +150,7 @@ pub(crate) async fn run(
         driver::sip::Settings {
             max_message_bytes: file.max_message_bytes,
             restore_after: file.store_restore_after,
+            delivery_notice: file.store_delivery_notice,
         },
         driver::sip::Inbox {
             status: status_rx,

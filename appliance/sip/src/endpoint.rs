@@ -10,7 +10,7 @@ use crate::location::{Aor, Binding, BindingRecord, Location, RemoteRoute, Target
 use crate::media::{self, Media, Toward};
 use crate::message::ContactList;
 use crate::message::{self, Message, Method, ParseError, Request, Response};
-use crate::messaging::{MessagingConfig, StoredMessage};
+use crate::messaging::{DeliveryNotice, MessagingConfig, StoredMessage};
 use crate::mwi::{self, Subscription, Subscriptions};
 use crate::proxy::{self, Context, Decision, Us};
 use crate::proxy::{
@@ -156,6 +156,13 @@ pub enum Command {
     /// End a call from the middle: BYE to both sides of an anchored call whose media timed
     /// out, or to the caller of a voicemail recording that reached its maximum length.
     EndCall { call_id: String },
+    /// Tell a stored message's sender it was delivered (from [`Event::MessageDelivered`]):
+    /// `at` is the local time for people ("14:02"), `datetime` the same in RFC 3339.
+    SendNotice {
+        notice: DeliveryNotice,
+        at: String,
+        datetime: String,
+    },
 }
 
 /// What the endpoint asks for.
@@ -174,8 +181,13 @@ pub enum Event {
     Lookup { id: u64, aor: Aor },
     /// A message was stored (durably) and acknowledged with `202`: replicate it.
     MessageStored { message: StoredMessage },
-    /// A stored message reached a phone (2xx) and left the store.
-    MessageDelivered { id: String, aor: Aor },
+    /// A stored message reached a phone (2xx) and left the store. With a `notice`, its sender
+    /// may be told: answer with [`Command::SendNotice`] (the daemon knows the time of day).
+    MessageDelivered {
+        id: String,
+        aor: Aor,
+        notice: Option<DeliveryNotice>,
+    },
     /// A voicemail was recorded and stored durably: replicate it, also to `peers` (the
     /// appliances where its extension is registered now, so they can tell the phone).
     VoicemailStored {
@@ -195,6 +207,8 @@ enum ServerMachine {
 #[derive(Debug)]
 struct ServerEntry {
     machine: ServerMachine,
+    /// A request the appliance made itself (a delivery notice): its responses go nowhere.
+    own: bool,
     key: String,
     reply: Target,
     request: Request,
@@ -285,7 +299,7 @@ pub struct Endpoint<S: Storage> {
     peer_ips: HashSet<std::net::IpAddr>,
     /// MESSAGEs stored after their phone was too slow (server id → message id): a late 2xx
     /// marks them delivered instead of delivering them twice.
-    stored_late: HashMap<u64, (Aor, String)>,
+    stored_late: HashMap<u64, (Aor, StoredMessage)>,
     /// Deliveries in progress: per extension, the message in flight and how many of its
     /// branches are still out.
     deliveries: HashMap<Aor, Delivery>,
@@ -348,6 +362,7 @@ const MAX_SERVED: usize = 4096;
 #[derive(Debug)]
 struct Delivery {
     id: String,
+    notice: Option<DeliveryNotice>,
     outstanding: usize,
     delivered: bool,
 }
@@ -694,6 +709,11 @@ impl<S: Storage> Endpoint<S> {
                 self.config.mesh = Some(side);
             }
             Command::EndCall { call_id } => self.end_call(now, &call_id),
+            Command::SendNotice {
+                notice,
+                at,
+                datetime,
+            } => self.originate(now, &notice, &at, &datetime),
             Command::ForgetMessages { ids } => {
                 let mut mailboxes: Vec<Aor> = Vec::new();
                 for id in ids {
@@ -769,15 +789,51 @@ impl<S: Storage> Endpoint<S> {
         let before = self.outputs.len();
         self.store(now, id, aor.clone());
         let stored = self.outputs.iter().skip(before).find_map(|o| match o {
-            Output::Event(Event::MessageStored { message }) => Some(message.id.clone()),
+            Output::Event(Event::MessageStored { message }) => Some(message.clone()),
             _ => None,
         });
-        if let Some(message_id) = stored {
-            self.stored_late.insert(id, (aor, message_id));
+        if let Some(message) = stored {
+            self.stored_late.insert(id, (aor, message));
         }
         if let Some(context) = self.contexts.get_mut(&id) {
             context.final_sent = true;
         }
+    }
+
+    /// Sends a request the appliance makes itself through its own proxy logic, as if one of
+    /// its phones had sent it: to the sender's phones here, to the appliance that serves it,
+    /// or into the store when it is away.
+    fn originate(&mut self, now: Instant, notice: &DeliveryNotice, at: &str, datetime: &str) {
+        let local = self
+            .config
+            .mesh
+            .as_ref()
+            .map(|m| m.local)
+            .or_else(|| self.addrs.iter().min().copied());
+        let Some(local) = local else {
+            tracing::info!(sender = %notice.sender, "no address of ours known yet: notice not sent");
+            return;
+        };
+        let ids = [
+            self.rng.next_u64(),
+            self.rng.next_u64(),
+            self.rng.next_u64(),
+        ];
+        let Some(request) = notice.request(local, at, datetime, ids) else {
+            return;
+        };
+        tracing::info!(sender = %notice.sender, aor = %notice.aor, imdn = notice.imdn.is_some(), "delivery notice");
+        let reply = Target {
+            transport: Transport::Udp,
+            local,
+            remote: local,
+        };
+        let key = transaction::server_key(&request, request.method.as_str());
+        let id = self.new_server(now, request, reply, key);
+        if let Some(entry) = self.servers.get_mut(&id) {
+            entry.own = true;
+        }
+        self.dispatch(now, id);
     }
 
     /// Starts delivering what waits for `aor` to its phones, one message at a time.
@@ -820,6 +876,7 @@ impl<S: Storage> Endpoint<S> {
             self.deliveries.insert(
                 aor.clone(),
                 Delivery {
+                    notice: message.notice(),
                     id: message.id,
                     outstanding,
                     delivered: false,
@@ -844,6 +901,7 @@ impl<S: Storage> Endpoint<S> {
                 .push_back(Output::Event(Event::MessageDelivered {
                     id: id.clone(),
                     aor: aor.clone(),
+                    notice: d.notice.clone(),
                 }));
         }
         if d.outstanding > 0 {
@@ -1856,6 +1914,7 @@ impl<S: Storage> Endpoint<S> {
             id,
             ServerEntry {
                 machine,
+                own: false,
                 key,
                 reply,
                 request,
@@ -1911,7 +1970,9 @@ impl<S: Storage> Endpoint<S> {
         let Some(entry) = self.servers.get(&id) else {
             return;
         };
-        if let Some(bytes) = step.send {
+        if let Some(bytes) = step.send
+            && !entry.own
+        {
             self.transmit(entry.reply, bytes);
         }
         if let Some(TuEvent::NoAck) = step.tu {
@@ -1996,15 +2057,16 @@ impl<S: Storage> Endpoint<S> {
         }
         if let Some(response) = &step.upstream
             && (200..300).contains(&response.code)
-            && let Some((aor, message_id)) = self.stored_late.remove(&id)
+            && let Some((aor, message)) = self.stored_late.remove(&id)
         {
             // The phone answered after we had stored the message: it is delivered.
-            if let Err(e) = self.storage.message_delivered(&message_id) {
+            if let Err(e) = self.storage.message_delivered(&message.id) {
                 tracing::warn!(aor = %aor, error = %e, "late-delivered message not removed from disk");
             }
             self.outputs
                 .push_back(Output::Event(Event::MessageDelivered {
-                    id: message_id,
+                    notice: message.notice(),
+                    id: message.id,
                     aor,
                 }));
         }

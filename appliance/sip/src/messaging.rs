@@ -106,6 +106,232 @@ impl StoredMessage {
     }
 }
 
+/// The user part the appliance's own text notices come from; a message from it never gets a
+/// notice of its own (a notice stored for an absent sender would otherwise beget another).
+pub const NOTICE_USER: &str = "fieldmesh";
+
+/// What the sender of a stored message is told once a phone took it: an RFC 5438 IMDN when
+/// the message asked for `positive-delivery`, else one line of text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryNotice {
+    /// The sender's URI (from the message's From): where the notice goes.
+    pub sender: String,
+    /// The URI the message was written to (its To).
+    pub recipient: String,
+    /// The extension whose phone took it.
+    pub aor: String,
+    /// The start of a text message, so the sender knows which one arrived.
+    pub excerpt: Option<String>,
+    /// The `Message-ID` of an IMDN request.
+    pub imdn: Option<String>,
+}
+
+impl StoredMessage {
+    /// The notice its sender gets on delivery; `None` for notices themselves (ours, or IMDNs
+    /// from phones) and for senders without a SIP URI.
+    pub fn notice(&self) -> Option<DeliveryNotice> {
+        let sender = uri_in(&self.from)?;
+        let user = sender
+            .split_once(':')
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .map(|(user, _)| user);
+        if user == Some(NOTICE_USER) || self.content_type.starts_with("message/imdn") {
+            return None;
+        }
+        let cpim = self.content_type.starts_with("message/cpim");
+        let imdn = if cpim {
+            let head = cpim_head(&self.body);
+            if head.is_notification {
+                return None;
+            }
+            head.wants_delivery.then_some(head.message_id).flatten()
+        } else {
+            None
+        };
+        let excerpt = self
+            .content_type
+            .starts_with("text/plain")
+            .then(|| std::str::from_utf8(&self.body).ok())
+            .flatten()
+            .map(|text| {
+                let line = text.lines().next().unwrap_or("").trim();
+                match line.char_indices().nth(40) {
+                    Some((cut, _)) => format!("{}…", &line[..cut]),
+                    None => line.to_string(),
+                }
+            })
+            .filter(|line| !line.is_empty());
+        Some(DeliveryNotice {
+            sender: sender.to_string(),
+            recipient: uri_in(&self.to).unwrap_or(sender).to_string(),
+            aor: self.aor.clone(),
+            excerpt,
+            imdn,
+        })
+    }
+}
+
+impl DeliveryNotice {
+    /// The MESSAGE that carries the notice, as the appliance sends it from `local`: `at` is the
+    /// local time of delivery for people ("14:02"), `datetime` the same in RFC 3339 for IMDN.
+    pub(crate) fn request(
+        &self,
+        local: std::net::SocketAddr,
+        at: &str,
+        datetime: &str,
+        ids: [u64; 3],
+    ) -> Option<Request> {
+        let [branch, tag, call_id] = ids;
+        let host = self
+            .sender
+            .split_once('@')
+            .map_or("fieldmesh.invalid", |(_, host)| host);
+        let (from, content_type, body) = match &self.imdn {
+            Some(message_id) => (
+                format!("<{}>", self.recipient),
+                "message/cpim",
+                self.imdn_body(message_id, datetime, call_id),
+            ),
+            None => {
+                let what = match &self.excerpt {
+                    Some(text) => format!(" (\"{text}\")"),
+                    None => String::new(),
+                };
+                (
+                    format!("\"fieldmesh\" <sip:{NOTICE_USER}@{host}>"),
+                    "text/plain;charset=utf-8",
+                    format!("Delivered to {} at {at}{what}", self.aor),
+                )
+            }
+        };
+        let text = format!(
+            "MESSAGE {sender} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKnotice{branch:016x}\r\n\
+             Max-Forwards: 70\r\nFrom: {from};tag={tag:016x}\r\nTo: <{sender}>\r\n\
+             Call-ID: {call_id:016x}@fieldmesh\r\nCSeq: 1 MESSAGE\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len(),
+            sender = self.sender,
+        );
+        match parse(text.as_bytes(), false) {
+            Ok(Message::Request(r)) => Some(r),
+            _ => {
+                tracing::warn!(sender = %self.sender, "delivery notice does not make a valid MESSAGE");
+                None
+            }
+        }
+    }
+
+    /// RFC 5438 §7.2.1.1: a CPIM-wrapped `message/imdn+xml` saying "delivered".
+    fn imdn_body(&self, message_id: &str, datetime: &str, own_id: u64) -> String {
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\
+             <imdn xmlns=\"urn:ietf:params:xml:ns:imdn\">\r\n\
+             <message-id>{}</message-id>\r\n\
+             <datetime>{}</datetime>\r\n\
+             <recipient-uri>{}</recipient-uri>\r\n\
+             <original-recipient-uri>{}</original-recipient-uri>\r\n\
+             <delivery-notification><status><delivered/></status></delivery-notification>\r\n\
+             </imdn>\r\n",
+            xml_escape(message_id),
+            xml_escape(datetime),
+            xml_escape(&self.recipient),
+            xml_escape(&self.recipient),
+        );
+        format!(
+            "From: <{}>\r\nTo: <{}>\r\nNS: imdn <urn:ietf:params:imdn>\r\n\
+             imdn.Message-ID: {own_id:016x}\r\nDateTime: {datetime}\r\n\r\n\
+             Content-Type: message/imdn+xml\r\nContent-Disposition: notification\r\n\
+             Content-Length: {}\r\n\r\n{xml}",
+            self.recipient,
+            self.sender,
+            xml.len()
+        )
+    }
+}
+
+/// The URI inside a From or To value (`"name" <uri>;tag=x`, or a bare `uri;tag=x`).
+fn uri_in(header: &str) -> Option<&str> {
+    let uri = match (header.find('<'), header.find('>')) {
+        (Some(open), Some(close)) if open < close => &header[open + 1..close],
+        _ => header.split(';').next()?.trim(),
+    };
+    (uri.starts_with("sip:") || uri.starts_with("sips:")).then_some(uri)
+}
+
+/// What the CPIM header block of a message says about IMDN (RFC 5438 §6, RFC 3862).
+struct CpimHead {
+    message_id: Option<String>,
+    wants_delivery: bool,
+    is_notification: bool,
+}
+
+fn cpim_head(body: &[u8]) -> CpimHead {
+    let text = String::from_utf8_lossy(body);
+    let mut head = CpimHead {
+        message_id: None,
+        wants_delivery: false,
+        is_notification: false,
+    };
+    // The namespace prefix is the sender's choice (`NS: imdn <urn:ietf:params:imdn>`).
+    let mut prefix = None;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    for line in &lines {
+        if let Some((name, value)) = line.split_once(':')
+            && name.trim().eq_ignore_ascii_case("NS")
+            && value.contains("urn:ietf:params:imdn")
+        {
+            prefix = value.split_whitespace().next().map(str::to_string);
+        }
+    }
+    // The MIME headers of the wrapped content follow the first blank line.
+    let inner: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .skip_while(|l| !l.is_empty())
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    head.is_notification = inner.iter().chain(&lines).any(|l| {
+        l.split_once(':').is_some_and(|(n, v)| {
+            n.trim().eq_ignore_ascii_case("Content-Disposition") && v.contains("notification")
+        })
+    });
+    let Some(prefix) = prefix else {
+        return head;
+    };
+    for line in &lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let Some(field) = name
+            .trim()
+            .strip_prefix(prefix.as_str())
+            .and_then(|n| n.strip_prefix('.'))
+        else {
+            continue;
+        };
+        if field.eq_ignore_ascii_case("Message-ID") {
+            head.message_id = Some(value.trim().to_string()).filter(|v| !v.is_empty());
+        } else if field.eq_ignore_ascii_case("Disposition-Notification") {
+            head.wants_delivery = value
+                .split(',')
+                .any(|v| v.trim().eq_ignore_ascii_case("positive-delivery"));
+        }
+    }
+    head
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 /// Whether a request is a MESSAGE (the only method stored and forwarded).
 pub(crate) fn is_message(request: &Request) -> bool {
     request.method.is(message::Method::MESSAGE)

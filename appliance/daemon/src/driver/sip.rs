@@ -152,6 +152,8 @@ pub(crate) struct Settings {
     pub(crate) max_message_bytes: usize,
     /// `store.restore_after_secs`: paces the inventory told to the overlay.
     pub(crate) restore_after: Duration,
+    /// `store.delivery_notice`.
+    pub(crate) delivery_notice: bool,
 }
 
 /// Runs the driver until `shutdown` turns true.
@@ -171,6 +173,7 @@ pub(crate) async fn run(
     let Settings {
         max_message_bytes,
         restore_after,
+        delivery_notice,
     } = settings;
     let (events_tx, mut events) = mpsc::channel::<NetEvent>(EVENTS);
     let mut readers = tokio::task::JoinSet::new();
@@ -338,8 +341,17 @@ pub(crate) async fn run(
                         tokio::spawn(async move { mesh.delivered(vec![id]).await });
                     }
                 }
-                Output::Event(sip::Event::MessageDelivered { id, aor }) => {
+                Output::Event(sip::Event::MessageDelivered { id, aor, notice }) => {
                     tracing::debug!(%aor, %id, "message delivered");
+                    if let Some(notice) = notice.filter(|_| delivery_notice) {
+                        let now = chrono::Local::now();
+                        let command = sip::Command::SendNotice {
+                            notice,
+                            at: now.format("%H:%M").to_string(),
+                            datetime: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+                        };
+                        endpoint.handle_input(Instant::now(), Input::Command(command));
+                    }
                     if let Some(link) = &overlay {
                         let mesh = link.mesh.clone();
                         tokio::spawn(async move { mesh.delivered(vec![id]).await });

@@ -156,3 +156,173 @@ fn an_oversized_message_body_gets_413() {
     assert_eq!(net.send_and_wait_final(x, &text), 413);
     assert!(net.endpoint.storage().messages.is_empty());
 }
+
+/// The notices the endpoint asked the daemon to send, in order.
+fn notices(net: &Net) -> Vec<fieldmesh_sip::DeliveryNotice> {
+    net.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessageDelivered {
+                notice: Some(n), ..
+            } => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sends the notices as the daemon does, at a fixed time of day.
+fn send_notices(net: &mut Net) {
+    for notice in notices(net) {
+        net.command(fieldmesh_sip::Command::SendNotice {
+            notice,
+            at: "14:02".into(),
+            datetime: "2026-11-25T14:02:00+00:00".into(),
+        });
+    }
+    net.drive();
+}
+
+/// MESSAGE requests `phone` received, as (Content-Type, body).
+fn messages_at(net: &Net, phone: SocketAddr) -> Vec<(String, String)> {
+    net.phone_ref(phone)
+        .received
+        .iter()
+        .filter_map(|m| match m {
+            Message::Request(r) if r.method.is("MESSAGE") => Some((
+                r.header(&ezk_sip_types::Name::CONTENT_TYPE)
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+                String::from_utf8_lossy(&r.body).into_owned(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_sender_of_a_stored_message_is_told_when_it_was_delivered() {
+    let mut net = Net::new(63);
+    let x = net.phone("10.0.1.2:5070", Answer::RingForever);
+    let y = net.phone("10.0.1.3:5080", Answer::RingForever);
+    assert_eq!(net.register(x, "201", "reg-x", "300"), 200);
+    assert_eq!(
+        net.send_and_wait_final(x, &message(x, "303", 1, "water at the school")),
+        202
+    );
+    assert!(notices(&net).is_empty(), "nothing delivered yet");
+    net.register(y, "303", "reg-y", "300");
+    net.drive();
+    let told = notices(&net);
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].sender, "sip:201@fieldmesh");
+    assert_eq!(told[0].aor, "303");
+    send_notices(&mut net);
+    let at_x = messages_at(&net, x);
+    assert_eq!(
+        at_x,
+        vec![(
+            "text/plain;charset=utf-8".to_string(),
+            "Delivered to 303 at 14:02 (\"water at the school\")".to_string()
+        )]
+    );
+    // The notice came from the appliance, and telling 201 stored nothing.
+    let notice_from = net
+        .phone_ref(x)
+        .received
+        .iter()
+        .find_map(|m| match m {
+            Message::Request(r) if r.method.is("MESSAGE") => r
+                .header(&ezk_sip_types::Name::FROM)
+                .next()
+                .map(str::to_string),
+            _ => None,
+        })
+        .expect("a notice");
+    assert!(
+        notice_from.starts_with("\"fieldmesh\" <sip:fieldmesh@fieldmesh>"),
+        "{notice_from}"
+    );
+    assert!(net.endpoint.storage().messages.is_empty());
+    assert_eq!(
+        net.phone_ref(x).codes(),
+        vec![200, 202],
+        "x saw no stray response"
+    );
+}
+
+#[test]
+fn a_notice_for_an_absent_sender_is_stored_for_it_and_begets_no_notice_itself() {
+    let mut net = Net::new(64);
+    let x = net.phone("10.0.1.2:5070", Answer::RingForever);
+    let y = net.phone("10.0.1.3:5080", Answer::RingForever);
+    // 201 writes without being registered itself (then it is away).
+    assert_eq!(net.send_and_wait_final(x, &message(x, "303", 1, "hi")), 202);
+    net.register(y, "303", "reg-y", "300");
+    net.drive();
+    send_notices(&mut net);
+    assert_eq!(
+        net.endpoint.storage().messages.len(),
+        1,
+        "the notice waits for 201"
+    );
+    // 201 registers: the notice is delivered, and it yields no notice of its own.
+    net.register(x, "201", "reg-x", "300");
+    net.drive();
+    let at_x = messages_at(&net, x);
+    assert_eq!(at_x.len(), 1);
+    assert!(
+        at_x[0].1.starts_with("Delivered to 303 at 14:02"),
+        "{at_x:?}"
+    );
+    assert_eq!(notices(&net).len(), 1, "a notice is never noticed");
+    assert!(net.endpoint.storage().messages.is_empty());
+}
+
+#[test]
+fn a_message_asking_for_an_imdn_gets_an_rfc_5438_delivered_notification() {
+    let mut net = Net::new(65);
+    let x = net.phone("10.0.1.2:5070", Answer::RingForever);
+    let y = net.phone("10.0.1.3:5080", Answer::RingForever);
+    net.register(x, "201", "reg-x", "300");
+    let cpim = "From: <sip:201@fieldmesh>\r\nTo: <sip:303@fieldmesh>\r\n\
+                NS: im <urn:ietf:params:imdn>\r\nim.Message-ID: 34jk324j\r\n\
+                im.Disposition-Notification: positive-delivery, display\r\n\
+                DateTime: 2026-11-25T14:00:00Z\r\n\r\n\
+                Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
+    let text = message(x, "303", 1, cpim).replace("Content-Type: text/plain\r\n\r\n", "");
+    let text = text.replacen("Content-Type: text/plain", "Content-Type: message/cpim", 1);
+    assert_eq!(net.send_and_wait_final(x, &text), 202);
+    net.register(y, "303", "reg-y", "300");
+    net.drive();
+    send_notices(&mut net);
+    let at_x = messages_at(&net, x);
+    assert_eq!(at_x.len(), 1, "{at_x:?}");
+    let (content_type, body) = &at_x[0];
+    assert_eq!(content_type, "message/cpim");
+    for part in [
+        "NS: imdn <urn:ietf:params:imdn>",
+        "Content-Type: message/imdn+xml",
+        "Content-Disposition: notification",
+        "<message-id>34jk324j</message-id>",
+        "<datetime>2026-11-25T14:02:00+00:00</datetime>",
+        "<delivered/>",
+        "<recipient-uri>sip:303@fieldmesh</recipient-uri>",
+    ] {
+        assert!(body.contains(part), "{part} missing in\n{body}");
+    }
+    // The IMDN itself, were it stored and delivered later, would not be noticed.
+    assert!(
+        fieldmesh_sip::StoredMessage {
+            id: "n".into(),
+            aor: "201".into(),
+            from: "<sip:303@fieldmesh>;tag=1".into(),
+            to: "<sip:201@fieldmesh>".into(),
+            content_type: "message/cpim".into(),
+            body: body.clone().into(),
+            date: None,
+        }
+        .notice()
+        .is_none()
+    );
+}
