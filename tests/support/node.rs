@@ -34,6 +34,8 @@ pub struct NodeOptions {
     pub api_listen: Option<SocketAddr>,
     /// Name in the test's log lines; `None`: the SIP address.
     pub label: Option<String>,
+    /// State directory; `None`: a fresh one under the node's temporary directory.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for NodeOptions {
@@ -46,6 +48,7 @@ impl Default for NodeOptions {
             sip_listen: None,
             api_listen: None,
             label: None,
+            state_dir: None,
         }
     }
 }
@@ -86,7 +89,10 @@ impl Node {
         let mut node = Node {
             sip,
             api,
-            state_dir: dir.path().join("state"),
+            state_dir: opts
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| dir.path().join("state")),
             log: dir.path().join("fieldmesh.log"),
             label: opts.label.clone().unwrap_or_else(|| sip.to_string()),
             opts,
