@@ -73,7 +73,7 @@ pub(crate) fn command(news: crate::driver::media::MediaNews) -> sip::Command {
             duration,
         } => sip::Command::VoicemailRecorded {
             voicemail: sip::StoredVoicemail {
-                id: format!("{:016x}{:016x}", crate::run::seed(), crate::run::seed()),
+                id: sip::item_id(&mailbox, crate::run::seed()),
                 aor: mailbox,
                 from,
                 date: httpdate::fmt_http_date(std::time::SystemTime::now()),

@@ -164,6 +164,13 @@ pub(crate) fn split(
 ) -> (Vec<sip::StoredMessage>, Vec<sip::StoredVoicemail>) {
     let (voicemails, messages): (Vec<_>, Vec<_>) = replicas
         .into_iter()
+        .filter(|r| {
+            let ok = sip::id_belongs_to(&r.id, &r.aor);
+            if !ok {
+                tracing::warn!(id = %r.id, aor = %r.aor, "replica refused: its id names another extension");
+            }
+            ok
+        })
         .partition(|r| r.kind == mesh::ReplicaKind::Voicemail);
     (
         messages.into_iter().filter_map(from_replica).collect(),
@@ -364,4 +371,48 @@ fn interface_ipv4(name: &str) -> Option<Ipv4Addr> {
         let v4 = addr.as_sockaddr_in()?;
         Some(v4.ip())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str, aor: &str) -> sip::StoredMessage {
+        sip::StoredMessage {
+            id: id.into(),
+            aor: aor.into(),
+            from: "<sip:201@fieldmesh>;tag=1".into(),
+            to: format!("<sip:{aor}@fieldmesh>"),
+            content_type: "text/plain".into(),
+            body: "hi".into(),
+            date: None,
+        }
+    }
+
+    #[test]
+    fn replicas_whose_id_names_another_extension_are_refused() {
+        let good = to_replica(&message(&sip::item_id("303", 7), "303"));
+        let mut forged = to_replica(&message(&sip::item_id("303", 8), "303"));
+        forged.aor = "404".into();
+        let older = to_replica(&message("00000000000000ff", "303"));
+        let (messages, voicemails) = split(vec![good.clone(), forged, older]);
+        let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, vec![good.id.as_str(), "00000000000000ff"]);
+        assert!(voicemails.is_empty());
+    }
+
+    #[test]
+    fn a_voicemail_survives_the_trip_through_a_replica() {
+        let v = sip::StoredVoicemail {
+            id: sip::item_id("303", 9),
+            aor: "303".into(),
+            from: "<sip:201@fieldmesh>".into(),
+            date: "Wed, 25 Nov 2026 14:02:00 GMT".into(),
+            duration_ms: 5000,
+            audio: vec![1, 2, 3].into(),
+            heard: false,
+        };
+        let (_, back) = split(vec![voicemail_replica(&v)]);
+        assert_eq!(back, vec![v]);
+    }
 }

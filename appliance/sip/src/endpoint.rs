@@ -644,7 +644,7 @@ impl<S: Storage> Endpoint<S> {
             return self.reject(now, id, &Reject::BodyTooLarge);
         }
         let message = StoredMessage::from_request(
-            format!("{:016x}", self.rng.next_u64()),
+            crate::messaging::item_id(&aor.0, self.rng.next_u64()),
             &aor.0,
             &entry.request,
         );

@@ -106,6 +106,30 @@ impl StoredMessage {
     }
 }
 
+/// A new id for a message or voicemail waiting for `aor`: 8 hex digits naming the AOR, then
+/// 16 random ones. The AOR part lets any appliance refuse a replica whose id belongs to another
+/// extension (a confused or hostile peer cannot file one extension's item under another).
+pub fn item_id(aor: &str, random: u64) -> String {
+    format!("{:08x}{random:016x}", aor_tag(aor))
+}
+
+/// Whether `id` may belong to `aor`: ids made by [`item_id`] must name it; ids from builds
+/// before the AOR part (16 hex digits for messages, 32 for voicemail) are taken as they are.
+pub fn id_belongs_to(id: &str, aor: &str) -> bool {
+    match id.len() {
+        16 | 32 => true,
+        24 => id[..8] == format!("{:08x}", aor_tag(aor)),
+        _ => false,
+    }
+}
+
+/// FNV-1a (32 bit) of the AOR.
+fn aor_tag(aor: &str) -> u32 {
+    aor.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// The user part the appliance's own text notices come from; a message from it never gets a
 /// notice of its own (a notice stored for an absent sender would otherwise beget another).
 pub const NOTICE_USER: &str = "fieldmesh";
@@ -335,4 +359,23 @@ fn xml_escape(s: &str) -> String {
 /// Whether a request is a MESSAGE (the only method stored and forwarded).
 pub(crate) fn is_message(request: &Request) -> bool {
     request.method.is(message::Method::MESSAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_names_its_extension_and_no_other() {
+        let id = item_id("303", 0x0123_4567_89ab_cdef);
+        assert_eq!(id.len(), 24);
+        assert!(id.ends_with("0123456789abcdef"));
+        assert!(id_belongs_to(&id, "303"));
+        assert!(!id_belongs_to(&id, "404"));
+        assert!(
+            id_belongs_to("0123456789abcdef", "404"),
+            "an older message id"
+        );
+        assert!(!id_belongs_to("abc", "303"));
+    }
 }
