@@ -55,14 +55,8 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Settings {
-        let num = |key: &str, default: u64| -> u64 {
-            match std::env::var(key) {
-                Ok(v) => v.trim().parse().unwrap_or_else(|_| {
-                    eprintln!("overlay_calls bench: {key}={v:?} is not a whole number");
-                    std::process::exit(2);
-                }),
-                Err(_) => default,
-            }
+        let num = |key: &str, default: u64| {
+            fieldmesh_tests::host::env_number("overlay_calls", key, default)
         };
         let small = |key: &str, default: u64, max: u64| -> u32 {
             u32::try_from(num(key, default).clamp(1, max)).unwrap_or(1)

@@ -140,14 +140,8 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Settings {
-        let num = |key: &str, default: u64| -> u64 {
-            match std::env::var(key) {
-                Ok(v) => v.trim().parse().unwrap_or_else(|_| {
-                    fail(&format!("{key}={v:?} is not a whole number"));
-                }),
-                Err(_) => default,
-            }
-        };
+        let num =
+            |key: &str, default: u64| fieldmesh_tests::host::env_number("signalling", key, default);
         let ip: IpAddr = match std::env::var("FIELDMESH_BENCH_IP") {
             Ok(v) => v.trim().parse().unwrap_or_else(|_| {
                 fail(&format!("FIELDMESH_BENCH_IP={v:?} is not an IP address"));

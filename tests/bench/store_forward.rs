@@ -93,13 +93,8 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Settings {
-        let num = |key: &str, default: u64| -> u64 {
-            match std::env::var(key) {
-                Ok(v) => v.trim().parse().unwrap_or_else(|_| {
-                    fail(&format!("{key}={v:?} is not a whole number"));
-                }),
-                Err(_) => default,
-            }
+        let num = |key: &str, default: u64| {
+            fieldmesh_tests::host::env_number("store_forward", key, default)
         };
         let small = |key: &str, default: u64, min: u64, max: u64| -> u32 {
             u32::try_from(num(key, default).clamp(min, max)).unwrap_or(1)

@@ -71,3 +71,15 @@ pub fn cpu_model() -> String {
         .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|x| x.1))
         .map_or("unknown CPU".to_string(), |m| m.trim().to_string())
 }
+
+/// A whole number from the environment variable `key` (`default` when unset); anything else
+/// stops the bench with a message naming it and the variable.
+pub fn env_number(bench: &str, key: &str, default: u64) -> u64 {
+    match std::env::var(key) {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            eprintln!("{bench} bench: {key}={v:?} is not a whole number");
+            std::process::exit(2);
+        }),
+        Err(_) => default,
+    }
+}
