@@ -235,23 +235,27 @@ pub(crate) fn voicemail_from_replica(r: mesh::Replica) -> Option<sip::StoredVoic
     }
 }
 
+/// Everything kept here for `aor` (messages, then voicemails), as replicas: what a neighbour's
+/// fetch is answered with, and where a restore finds the item to copy.
+pub(crate) fn held_for(storage: &mut SqlStorage, aor: &str) -> Vec<mesh::Replica> {
+    let mut replicas: Vec<mesh::Replica> = sip::Storage::pending_messages(storage, aor)
+        .unwrap_or_default()
+        .iter()
+        .map(to_replica)
+        .collect();
+    let mailbox = sip::Storage::voicemails(storage, aor).unwrap_or_default();
+    replicas.extend(mailbox.iter().map(voicemail_replica));
+    replicas
+}
+
 /// Copies items whose holder is gone to the neighbours the overlay chose (see
 /// `mesh::custody`); the items are read here, sent in the background.
 pub(crate) fn restore(mesh: &Mesh, storage: &mut SqlStorage, restores: Vec<mesh::Restore>) {
     for r in restores {
-        let mut found: Vec<mesh::Replica> = sip::Storage::pending_messages(storage, &r.aor)
-            .unwrap_or_default()
-            .iter()
-            .filter(|m| m.id == r.id)
-            .map(to_replica)
+        let found: Vec<mesh::Replica> = held_for(storage, &r.aor)
+            .into_iter()
+            .filter(|replica| replica.id == r.id)
             .collect();
-        found.extend(
-            sip::Storage::voicemails(storage, &r.aor)
-                .unwrap_or_default()
-                .iter()
-                .filter(|v| v.id == r.id)
-                .map(voicemail_replica),
-        );
         if found.is_empty() {
             continue;
         }

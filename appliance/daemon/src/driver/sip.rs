@@ -240,10 +240,7 @@ pub(crate) async fn run(
                     }
                 } else if let mesh::MeshEvent::FetchRequest { token, aor } = &event {
                     // A neighbour asks what waits here for `aor` (its phone just registered).
-                    let held = sip::Storage::pending_messages(endpoint.storage(), aor).unwrap_or_default();
-                    let mut replicas: Vec<mesh::Replica> = held.iter().map(crate::overlay::to_replica).collect();
-                    let mailbox = sip::Storage::voicemails(endpoint.storage(), aor).unwrap_or_default();
-                    replicas.extend(mailbox.iter().map(crate::overlay::voicemail_replica));
+                    let replicas = crate::overlay::held_for(endpoint.storage(), aor);
                     if let Some(link) = &overlay {
                         let (mesh, token) = (link.mesh.clone(), *token);
                         tokio::spawn(async move { mesh.answer_fetch(token, replicas).await });
