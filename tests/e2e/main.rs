@@ -3,6 +3,7 @@
 //! each test one short story.
 
 mod cli_config;
+mod cli_views;
 mod durability;
 mod media_calls;
 mod mesh_bad_neighbours;
@@ -25,3 +26,5 @@ mod sip_register;
 mod sip_torture;
 mod sip_unknown_method;
 mod voicemail;
+mod web_join;
+mod web_views;

@@ -1,5 +1,7 @@
-//! A tiny HTTP/1.0 client for the appliance's status API on loopback: tests need GET and POST
-//! with a JSON answer, and nothing more, so no HTTP crate is pulled into the test build.
+//! A tiny HTTP/1.1 client (one request per connection, `Connection: close`) for the appliance's
+//! API and Chromium's DevTools endpoint (which gives HTTP/1.0 requests an empty answer): tests
+//! need GET and POST with a JSON answer, and nothing more, so no HTTP crate is pulled into the
+//! test build.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -40,12 +42,22 @@ fn request(
     let body = body.unwrap_or("");
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
+    // Read until the body is complete by its own framing: not every server closes after
+    // answering, even when asked to.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = s.read(&mut buf)?;
+        raw.extend_from_slice(&buf[..n]);
+        if n == 0 || complete(&raw) {
+            break;
+        }
+    }
+    let raw = String::from_utf8_lossy(&raw);
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let status = head
         .split_whitespace()
@@ -54,6 +66,52 @@ fn request(
         .ok_or_else(|| std::io::Error::other(format!("bad HTTP answer: {head}")))?;
     Ok(Reply {
         status,
-        body: body.to_string(),
+        body: if header(head, "transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
     })
+}
+
+/// The value of header `name` (lower case) in `head`.
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_ascii_lowercase())
+    })
+}
+
+/// Whether `raw` holds a whole answer: its headers and the body they announce.
+fn complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let body = &raw[end + 4..];
+    if let Some(len) = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.len() >= len
+    } else if header(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        body.ends_with(b"0\r\n\r\n")
+    } else {
+        false
+    }
+}
+
+/// The payload of a chunked body (sizes in hex, each chunk followed by CRLF, 0 ends it).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16);
+        match size {
+            Ok(n) if n > 0 && rest.len() >= n => {
+                out.push_str(&rest[..n]);
+                body = rest[n..].trim_start_matches("\r\n");
+            }
+            _ => break,
+        }
+    }
+    out
 }

@@ -133,6 +133,19 @@ impl Appliance {
             .expect_success(1);
     }
 
+    /// Registers extension `user` with display name `name` in From and To, as a phone set up
+    /// with its owner's name does.
+    #[track_caller]
+    pub fn register_named(&self, user: &str, name: &str, contact_port: u16, expires: u32) {
+        self.caller("register_named")
+            .service(user)
+            .key("name", name)
+            .key("cport", contact_port)
+            .key("expires", expires)
+            .run()
+            .expect_success(1);
+    }
+
     /// Registers like a real phone refreshing: the same `call_id` every time and a growing
     /// `cseq` (`tests/sipp/register_callid.xml`).
     #[track_caller]

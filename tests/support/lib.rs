@@ -6,6 +6,7 @@
 
 pub mod audio;
 pub mod baresip;
+pub mod browser;
 pub mod host;
 pub mod http;
 pub mod impair;
@@ -14,6 +15,7 @@ pub mod linphone;
 pub mod media;
 pub mod node;
 pub mod ports;
+pub mod qr;
 pub mod sipp;
 pub mod trace;
 pub mod wait;

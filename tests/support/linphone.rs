@@ -39,6 +39,9 @@ pub struct LinphoneOptions {
     pub play_wav: PathBuf,
     /// Answer incoming calls at once (`-a`).
     pub auto_answer: bool,
+    /// Remote provisioning: no account in the rc file, only `[misc] config-uri` with this URL,
+    /// which linphonec fetches at start and applies (Linphone's "fetch remote configuration").
+    pub provisioning: Option<String>,
 }
 
 impl LinphoneOptions {
@@ -50,6 +53,22 @@ impl LinphoneOptions {
             registrar,
             play_wav: play_wav.to_path_buf(),
             auto_answer: true,
+            provisioning: None,
+        }
+    }
+
+    /// A phone on `ip` that takes its account (extension `user` at `registrar`) from the
+    /// provisioning XML at `url`, and plays `play_wav` into calls.
+    pub fn provisioned(
+        user: &str,
+        ip: IpAddr,
+        registrar: SocketAddr,
+        url: &str,
+        play_wav: &Path,
+    ) -> Self {
+        Self {
+            provisioning: Some(url.to_string()),
+            ..Self::new(user, ip, registrar, play_wav)
         }
     }
 }
@@ -80,20 +99,29 @@ impl Linphonec {
             .expect("temp dir");
         let sip = SocketAddr::new(opts.ip, free_range(opts.ip, 1));
         let rtp = free_range(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 20);
-        let rc = format!(
-            "[sip]\nbind_address={ip}\nsip_port={port}\nsip_tcp_port=0\nsip_tls_port=0\n\
-             default_proxy=0\n\
+        let mut rc = format!(
+            "[sip]\nbind_address={ip}\nsip_port={port}\nsip_tcp_port=0\nsip_tls_port=0\n{proxy}\
              [rtp]\nbind_address={ip}\naudio_rtp_port={rtp}-{rtp_hi}\n\
-             [video]\nenabled=0\n\
-             [proxy_0]\nreg_proxy=<sip:{reg};transport=udp>\n\
-             reg_identity=\"{user}\" <sip:{user}@{reg}>\nreg_expires=600\nreg_sendregister=1\n\
-             publish=0\n",
+             [video]\nenabled=0\n",
             ip = opts.ip,
             port = sip.port(),
             rtp_hi = rtp + 19,
-            reg = opts.registrar,
-            user = opts.user,
+            proxy = if opts.provisioning.is_some() {
+                ""
+            } else {
+                "default_proxy=0\n"
+            },
         );
+        match &opts.provisioning {
+            Some(url) => rc.push_str(&format!("[misc]\nconfig-uri={url}\n")),
+            None => rc.push_str(&format!(
+                "[proxy_0]\nreg_proxy=<sip:{reg};transport=udp>\n\
+                 reg_identity=\"{user}\" <sip:{user}@{reg}>\nreg_expires=600\nreg_sendregister=1\n\
+                 publish=0\n",
+                reg = opts.registrar,
+                user = opts.user,
+            )),
+        }
         let rc_path = dir.path().join("linphonerc");
         fs::write(&rc_path, rc).expect("write rc");
         let home = dir.path().join("home");

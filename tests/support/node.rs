@@ -110,9 +110,7 @@ impl Node {
         if let Some(bin) = std::env::var_os("FIELDMESH_BIN") {
             return PathBuf::from(bin);
         }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        let target = target_dir();
         ["release", "debug"]
             .iter()
             .map(|p| target.join(p).join("fieldmesh"))
@@ -207,10 +205,30 @@ impl Node {
     }
 
     fn get_status(&self) -> std::io::Result<http::Reply> {
+        self.try_get("/api/status")
+    }
+
+    fn try_get(&self, path: &str) -> std::io::Result<http::Reply> {
         match &self.opts.netns {
-            Some(netns) => in_netns(netns, || http::get(self.api, "/api/status")),
-            None => http::get(self.api, "/api/status"),
+            Some(netns) => in_netns(netns, || http::get(self.api, path)),
+            None => http::get(self.api, path),
         }
+    }
+
+    /// GET `path` from its API (inside its namespace, if any); panics if nothing answers.
+    pub fn get(&self, path: &str) -> http::Reply {
+        self.try_get(path)
+            .unwrap_or_else(|e| panic!("GET {path} on {}: {e}", self.label))
+    }
+
+    /// POST a JSON body to `path` on its API; panics if nothing answers.
+    pub fn post(&self, path: &str, json: &str) -> http::Reply {
+        let post = || http::post(self.api, path, json);
+        match &self.opts.netns {
+            Some(netns) => in_netns(netns, post),
+            None => post(),
+        }
+        .unwrap_or_else(|e| panic!("POST {path} on {}: {e}", self.label))
     }
 
     /// The status API's JSON (`GET /api/status`).
@@ -299,6 +317,21 @@ impl Drop for Node {
             );
         }
     }
+}
+
+/// The cargo target directory: `$CARGO_TARGET_DIR`, else the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// A directory for files a test leaves for people to look at (screenshots):
+/// `<target>/test-artefacts/<topic>`, created if missing.
+pub fn artefacts(topic: &str) -> PathBuf {
+    let dir = target_dir().join("test-artefacts").join(topic);
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
 }
 
 /// The last `n` lines of `text`.

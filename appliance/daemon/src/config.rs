@@ -27,7 +27,11 @@ pub(crate) struct ConfigFile {
     pub t2: Duration,
     pub t4: Duration,
     pub(crate) max_message_bytes: usize,
-    pub(crate) api_listen: SocketAddr,
+    pub(crate) api_listen: Vec<SocketAddr>,
+    /// Free extensions are handed out from this range (both inclusive).
+    pub(crate) api_extensions: (u32, u32),
+    /// Accept state-changing API requests that arrive on a mesh-side address.
+    pub(crate) api_mesh_writes: bool,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) mesh_enabled: bool,
     pub(crate) mesh_interface: Vec<String>,
@@ -60,7 +64,7 @@ pub(crate) struct Flags {
     pub(crate) config: Option<PathBuf>,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) sip_listen: Vec<String>,
-    pub(crate) api_listen: Option<String>,
+    pub(crate) api_listen: Vec<String>,
     pub(crate) mesh_interface: Vec<String>,
     pub(crate) mesh_listen: Option<String>,
     pub(crate) no_mesh: bool,
@@ -101,8 +105,12 @@ impl ConfigFile {
                 .map(|s| socket_addr("sip.listen", s))
                 .collect::<Result<_, _>>()?;
         }
-        if let Some(api) = &flags.api_listen {
-            config.api_listen = socket_addr("api.listen", api)?;
+        if !flags.api_listen.is_empty() {
+            config.api_listen = flags
+                .api_listen
+                .iter()
+                .map(|s| socket_addr("api.listen", s))
+                .collect::<Result<_, _>>()?;
         }
         if let Some(dir) = &flags.state_dir {
             config.state_dir = Some(dir.clone());
@@ -135,7 +143,9 @@ impl ConfigFile {
             t2: Duration::ZERO,
             t4: Duration::ZERO,
             max_message_bytes: 0,
-            api_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_listen: Vec::new(),
+            api_extensions: (0, 0),
+            api_mesh_writes: false,
             state_dir: None,
             mesh_enabled: true,
             mesh_interface: Vec::new(),
@@ -198,7 +208,22 @@ impl ConfigFile {
             "sip.max_message_bytes" => {
                 self.max_message_bytes = integer(name, v, 1024, 1 << 20)? as usize
             }
-            "api.listen" => self.api_listen = socket_addr(name, &string(name, v)?)?,
+            "api.listen" => {
+                let addrs = match v {
+                    toml::Value::String(s) => vec![s.clone()],
+                    _ => strings(name, v)?,
+                };
+                self.api_listen = addrs
+                    .iter()
+                    .map(|s| socket_addr(name, s))
+                    .collect::<Result<_, _>>()?
+            }
+            "api.extensions" => self.api_extensions = extension_range(name, &string(name, v)?)?,
+            "api.mesh_writes" => {
+                self.api_mesh_writes = v.as_bool().ok_or_else(|| {
+                    ConfigError(format!("{name}: expected true or false, got {v}"))
+                })?
+            }
             "mesh.enabled" => {
                 self.mesh_enabled = v.as_bool().ok_or_else(|| {
                     ConfigError(format!("{name}: expected true or false, got {v}"))
@@ -275,6 +300,11 @@ impl ConfigFile {
                 "sip.min_expires: {} is larger than sip.max_expires ({})",
                 self.min_expires, self.max_expires
             )));
+        }
+        if self.api_listen.is_empty() {
+            return Err(ConfigError(
+                "api.listen: at least one address is needed".into(),
+            ));
         }
         if self.t2 < self.t1 {
             return Err(ConfigError(format!(
@@ -375,6 +405,27 @@ fn port_range(name: &str, s: &str) -> Result<(u16, u16), ConfigError> {
     Ok((a, b))
 }
 
+/// `"2000-7999"`: extensions of 2 to 8 digits, FIRST <= LAST.
+fn extension_range(name: &str, s: &str) -> Result<(u32, u32), ConfigError> {
+    let bad = || {
+        ConfigError(format!(
+            "{name}: expected \"FIRST-LAST\" of 2-8 digit extensions with FIRST <= LAST, got {s:?}"
+        ))
+    };
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let digits = |x: &str| {
+        let x = x.trim();
+        ((2..=8).contains(&x.len()) && x.bytes().all(|b| b.is_ascii_digit()) && !x.starts_with('0'))
+            .then(|| x.parse::<u32>().ok())
+            .flatten()
+    };
+    let (a, b) = (digits(a).ok_or_else(bad)?, digits(b).ok_or_else(bad)?);
+    if a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
 fn socket_addr(name: &str, s: &str) -> Result<SocketAddr, ConfigError> {
     s.parse()
         .map_err(|_| ConfigError(format!("{name}: {s:?} is not a valid socket address")))
@@ -437,6 +488,14 @@ mod tests {
             e.to_string().contains("not valid TOML") && !e.to_string().contains('\n'),
             "{e}"
         );
+        let e = load_with("[api]\nextensions = \"3000-2000\"\n").expect_err("range");
+        assert!(e.to_string().contains("api.extensions: expected"), "{e}");
+        let c = load_with(
+            "[api]\nlisten = [\"127.0.0.1:8080\", \"10.42.0.1:80\"]\nextensions = \"100-199\"\n",
+        )
+        .expect("a list of listen addresses");
+        assert_eq!(c.api_listen.len(), 2);
+        assert_eq!(c.api_extensions, (100, 199));
         let e = load_with("[sip]\nmin_expires = 400\n").expect_err("min > max");
         assert!(e.to_string().contains("sip.min_expires"), "{e}");
     }

@@ -38,9 +38,9 @@ enum Command {
         /// SIP listen address, UDP and TCP; may be repeated. Replaces sip.listen.
         #[arg(long, value_name = "ADDR:PORT")]
         sip_listen: Vec<String>,
-        /// Status API listen address. Replaces api.listen.
+        /// Web page and API listen address; may be repeated. Replaces api.listen.
         #[arg(long, value_name = "ADDR:PORT")]
-        api_listen: Option<String>,
+        api_listen: Vec<String>,
         /// Mesh-side interface for discovery and the overlay; repeat for an appliance on
         /// several mesh links (the first gives the SIP address). Replaces mesh.interface.
         #[arg(long, value_name = "IFNAME")]
@@ -82,6 +82,12 @@ enum Command {
     },
     /// Every phone this appliance can reach: its own and those on other appliances.
     Phones {
+        #[command(flatten)]
+        view: ViewArgs,
+    },
+    /// Calls whose media this appliance anchors, live and recently ended, with their quality
+    /// figures (loss, jitter, round trip, MOS) per leg.
+    Calls {
         #[command(flatten)]
         view: ViewArgs,
     },
@@ -132,6 +138,7 @@ fn main() -> ExitCode {
         Command::Phones { view } => {
             cli::status::run(cli::status::View::Phones, view.api, view.json)
         }
+        Command::Calls { view } => cli::status::run(cli::status::View::Calls, view.api, view.json),
         Command::Run {
             config,
             state_dir,

@@ -99,7 +99,9 @@ pub(crate) fn command(event: MeshEvent) -> Option<Command> {
             }
         }
         MeshEvent::Delivered { ids } => Command::ForgetMessages { ids },
-        MeshEvent::FetchRequest { .. } | MeshEvent::Restore { .. } => return None,
+        MeshEvent::FetchRequest { .. }
+        | MeshEvent::Restore { .. }
+        | MeshEvent::StatusRequest { .. } => return None,
         MeshEvent::Routes { aor, routes, known } => Command::RemoteRoutes {
             aor,
             routes: remote(routes),
@@ -366,7 +368,7 @@ fn interface_exists(name: &str) -> bool {
 }
 
 /// The first IPv4 address of interface `name`.
-fn interface_ipv4(name: &str) -> Option<Ipv4Addr> {
+pub(crate) fn interface_ipv4(name: &str) -> Option<Ipv4Addr> {
     nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
         if ifa.interface_name != name {
             return None;

@@ -116,13 +116,19 @@ pub(crate) async fn run(
         plane
     });
 
-    let api = tokio::net::TcpListener::bind(file.api_listen)
-        .await
-        .map_err(|source| StartError::Api {
-            addr: file.api_listen,
-            source,
-        })?;
+    let mut apis = Vec::new();
+    for addr in &file.api_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Api {
+                addr: *addr,
+                source,
+            })?;
+        apis.push(listener);
+    }
     let (status_tx, status_rx) = mpsc::channel(16);
+    let (texts_tx, texts_rx) = mpsc::channel(16);
+    let (reports_tx, mut reports_rx) = mpsc::channel::<u64>(16);
     let state = web::ApiState {
         mesh: mesh_rx,
         peer_id,
@@ -130,16 +136,33 @@ pub(crate) async fn run(
         started,
         sip_listen: listen.clone(),
         status: status_tx,
+        texts: texts_tx,
         media: plane,
+        db: std::sync::Arc::new(std::sync::Mutex::new(store::Db::open(&config.state_dir)?)),
+        allocating: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+        limits: std::sync::Arc::new(web::Limits::new()),
+        web: web::WebConfig {
+            extensions: file.api_extensions,
+            mesh_writes: file.api_mesh_writes,
+            mesh_interfaces: overlay::mesh_interfaces(&config),
+        },
     };
-    let api_addr = api.local_addr().ok();
-    let mut api_stop = stop_rx.clone();
-    let api_task = tokio::spawn(async move {
-        let serve = axum::serve(api, web::router(state)).with_graceful_shutdown(async move {
-            let _ = api_stop.changed().await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "status API stopped");
+    let api_addr: Vec<_> = apis.iter().filter_map(|a| a.local_addr().ok()).collect();
+    let mut api_tasks = tokio::task::JoinSet::new();
+    for listener in apis {
+        api_tasks.spawn(web::serve(listener, state.clone(), stop_rx.clone()));
+    }
+    // Other appliances ask for our report (their network and directory views).
+    let reporting = state.clone();
+    api_tasks.spawn(async move {
+        while let Some(token) = reports_rx.recv().await {
+            let Some(report) = web::report::local(&reporting).await else {
+                continue;
+            };
+            let mesh = reporting.mesh.borrow().clone();
+            if let (Some(mesh), Ok(json)) = (mesh, serde_json::to_string(&report)) {
+                mesh.answer_status(token, json).await;
+            }
         }
     });
     let sip_task = tokio::spawn(driver::sip::run(
@@ -155,6 +178,8 @@ pub(crate) async fn run(
         driver::sip::Inbox {
             status: status_rx,
             media_news,
+            texts: texts_rx,
+            reports: reports_tx,
         },
         stop_rx,
     ));
@@ -178,7 +203,8 @@ pub(crate) async fn run(
     // Bounded: a stuck task must not keep the appliance from stopping within 2 s.
     let _ = tokio::time::timeout(Duration::from_millis(1500), async {
         let _ = sip_task.await;
-        let _ = api_task.await;
+        api_tasks.abort_all();
+        while api_tasks.join_next().await.is_some() {}
     })
     .await;
     Ok(())

@@ -1,5 +1,6 @@
-//! sip's `Storage` over store's `Db`: the one place that knows both. Relative expiries from the
-//! core become Unix times on disk, and back again at start, because the core has no wall clock.
+//! sip's `Storage` over store's `Db`: the one place that knows both. Relative expiries and ages
+//! from the core become Unix times on disk, and back again at start, because the core has no
+//! wall clock.
 
 use sip::{BindingRecord, StorageError, Transport};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -217,6 +218,9 @@ fn row(r: &BindingRecord, now: i64) -> BindingRow {
         local: r.local.to_string(),
         remote: r.remote.to_string(),
         source: r.source.to_string(),
+        display_name: r.display_name.clone(),
+        since_ms: now
+            .saturating_sub(i64::try_from(r.registered_for.as_millis()).unwrap_or(i64::MAX)),
     }
 }
 
@@ -240,6 +244,12 @@ fn record(row: BindingRow, now: i64) -> Option<BindingRecord> {
             call_id: row.call_id.clone(),
             cseq: row.cseq,
             instance: row.instance.clone(),
+            display_name: row.display_name.clone(),
+            // 0: a row from before migration 5, when nobody noted it (registered "now").
+            registered_for: match row.since_ms {
+                0 => Duration::ZERO,
+                since => Duration::from_millis(now.saturating_sub(since).max(0) as u64),
+            },
         })
     })();
     if parsed.is_none() {
@@ -253,4 +263,75 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sip::Storage as _;
+
+    const KEEP: Duration = Duration::from_secs(3600);
+
+    fn open(dir: &std::path::Path) -> SqlStorage {
+        SqlStorage::new(Db::open(dir).expect("open"), KEEP)
+    }
+
+    fn binding_record(display_name: Option<&str>, registered_for: Duration) -> BindingRecord {
+        let phone = "10.0.1.2:5070".parse().expect("addr");
+        BindingRecord {
+            aor: "201".into(),
+            contact: "sip:201@10.0.1.2:5070".into(),
+            q: 1000,
+            expires_in: Duration::from_secs(300),
+            call_id: "c1".into(),
+            cseq: 1,
+            instance: None,
+            transport: Transport::Udp,
+            local: "10.0.0.1:5060".parse().expect("addr"),
+            remote: phone,
+            source: phone,
+            display_name: display_name.map(str::to_string),
+            registered_for,
+        }
+    }
+
+    #[test]
+    fn display_name_and_age_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let saved = binding_record(Some("Ana Lima"), Duration::from_secs(90));
+        open(dir.path())
+            .save_registration("201", &[], std::slice::from_ref(&saved))
+            .expect("save");
+
+        let restored = open(dir.path()).restore(KEEP).expect("restore");
+        let [back] = restored.bindings.as_slice() else {
+            panic!("one binding, got {:?}", restored.bindings)
+        };
+        assert_eq!(back.display_name.as_deref(), Some("Ana Lima"));
+        // Wall-clock time passes between the save and the restore; the age only grows.
+        assert!(
+            back.registered_for >= Duration::from_secs(90)
+                && back.registered_for < Duration::from_secs(150),
+            "{:?}",
+            back.registered_for
+        );
+    }
+
+    #[test]
+    fn a_row_from_before_since_was_kept_restores_as_registered_now() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut row = row(&binding_record(None, Duration::ZERO), now_ms());
+        row.since_ms = 0;
+        Db::open(dir.path())
+            .expect("open")
+            .save_registration("201", &[], &[row], now_ms())
+            .expect("save");
+
+        let restored = open(dir.path()).restore(KEEP).expect("restore");
+        let [back] = restored.bindings.as_slice() else {
+            panic!("one binding, got {:?}", restored.bindings)
+        };
+        assert_eq!(back.registered_for, Duration::ZERO);
+        assert_eq!(back.display_name, None);
+    }
 }

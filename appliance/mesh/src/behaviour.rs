@@ -27,6 +27,9 @@ pub(crate) enum SyncRequest {
     Delivered { ids: Vec<String> },
     /// "This is what I hold" (answered with the receiver's own inventory).
     Inventory { inventory: crate::Inventory },
+    /// "How are you?": the operator views ask every appliance directly; the answer is the
+    /// appliance's own report (JSON the daemon defines; this crate only carries it).
+    Status,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +39,8 @@ pub(crate) struct SyncResponse {
     pub(crate) replicas: Vec<crate::Replica>,
     #[serde(default)]
     pub(crate) inventory: Option<crate::Inventory>,
+    #[serde(default)]
+    pub(crate) status: Option<String>,
 }
 
 #[derive(NetworkBehaviour)]

@@ -17,7 +17,7 @@ pub mod replicas;
 pub use custody::{Inventory, Restore};
 pub use error::MeshError;
 pub use libp2p::{Multiaddr, PeerId, identity};
-pub use node::{Mesh, MeshConfig, MeshEvent, MeshStatus, PeerInfo};
+pub use node::{Mesh, MeshConfig, MeshEvent, MeshStatus, PeerInfo, PeerReport};
 pub use records::{LocationRecord, PhoneRef, Route};
 pub use replicas::{Replica, ReplicaKind};
 

@@ -85,7 +85,23 @@ pub enum MeshEvent {
     /// A holder of these items is gone for good: send them to `to` (peer ids) to keep the
     /// count (see [`custody`]).
     Restore { restores: Vec<custody::Restore> },
+    /// A peer asks for this appliance's report (operator views): answer with
+    /// [`Mesh::answer_status`] and `token`.
+    StatusRequest { token: u64 },
 }
+
+/// One appliance's answer to a [`Mesh::survey`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReport {
+    pub peer_id: String,
+    /// Its name as last heard (identify or its records); empty if never heard.
+    pub node: String,
+    /// Its report, or why there is none ("no answer within 2 s", "unreachable: ...").
+    pub report: Result<String, String>,
+}
+
+/// The largest report accepted from a peer: a hostile one must not fill our memory.
+pub const MAX_REPORT_BYTES: usize = 512 * 1024;
 
 /// A neighbour as the status API shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -146,6 +162,14 @@ enum Command {
     Hold {
         held: Vec<(String, String)>,
         gone: Vec<String>,
+    },
+    Survey {
+        wait: Duration,
+        reply: oneshot::Sender<Vec<PeerReport>>,
+    },
+    AnswerStatus {
+        token: u64,
+        report: String,
     },
 }
 
@@ -267,6 +291,26 @@ impl Mesh {
     /// for the inventories swapped with neighbours. Never waits (the next call repeats it).
     pub fn hold(&self, held: Vec<(String, String)>, gone: Vec<String>) {
         let _ = self.commands.try_send(Command::Hold { held, gone });
+    }
+
+    /// Asks every appliance we know of (neighbours, and those whose records we hold) for its
+    /// report, each at most `wait`; those that did not answer in time are listed with why.
+    /// Nothing is collected centrally: every operator view asks afresh.
+    pub async fn survey(&self, wait: Duration) -> Vec<PeerReport> {
+        self.ask(wait + Duration::from_secs(1), |reply| Command::Survey {
+            wait,
+            reply,
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Answers a [`MeshEvent::StatusRequest`].
+    pub async fn answer_status(&self, token: u64, report: String) {
+        let _ = self
+            .commands
+            .send(Command::AnswerStatus { token, report })
+            .await;
     }
 
     /// Tells every neighbour these replicas were delivered.
@@ -400,12 +444,24 @@ struct Node {
     replications: Vec<(HashSet<OutboundRequestId>, usize, oneshot::Sender<usize>)>,
     /// Fetch requests from neighbours waiting for the appliance's answer.
     answering: HashMap<u64, request_response::ResponseChannel<SyncResponse>>,
+    /// Status requests from peers waiting for the appliance's report, dropped after a while
+    /// if it never comes.
+    reporting: HashMap<u64, (Instant, request_response::ResponseChannel<SyncResponse>)>,
+    surveys: Vec<PendingSurvey>,
     next_token: u64,
     /// Who holds which of our items, to restore the count when a holder is gone.
     custody: Custody,
     /// Ids recently delivered or deleted here, told to neighbours with our inventory.
     gone: Vec<String>,
     next_inventory: Instant,
+}
+
+/// A survey waiting for its answers: one slot per appliance asked.
+struct PendingSurvey {
+    reply: oneshot::Sender<Vec<PeerReport>>,
+    deadline: Instant,
+    outstanding: HashMap<OutboundRequestId, PeerId>,
+    answers: Vec<PeerReport>,
 }
 
 struct PendingFetch {
@@ -436,6 +492,8 @@ impl Node {
             fetches: Vec::new(),
             replications: Vec::new(),
             answering: HashMap::new(),
+            reporting: HashMap::new(),
+            surveys: Vec::new(),
             next_token: 0,
             custody,
             gone: Vec::new(),
@@ -598,6 +656,7 @@ impl Node {
                         records: Vec::new(),
                         replicas,
                         inventory: None,
+                        status: None,
                     };
                     let _ = self
                         .swarm
@@ -611,6 +670,22 @@ impl Node {
                 for p in peers {
                     let request = SyncRequest::Delivered { ids: ids.clone() };
                     self.swarm.behaviour_mut().sync.send_request(&p, request);
+                }
+            }
+            Command::Survey { wait, reply } => self.survey(wait, reply),
+            Command::AnswerStatus { token, report } => {
+                if let Some((_, channel)) = self.reporting.remove(&token) {
+                    let response = SyncResponse {
+                        records: Vec::new(),
+                        replicas: Vec::new(),
+                        inventory: None,
+                        status: Some(report),
+                    };
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, response);
                 }
             }
             Command::Hold { held, gone } => {
@@ -733,6 +808,16 @@ impl Node {
         for f in due {
             let _ = f.reply.send(dedup(f.found));
         }
+        // Answer surveys whose time is up: the silent are named, not waited for.
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.surveys)
+            .into_iter()
+            .partition(|s| s.deadline <= now);
+        self.surveys = waiting;
+        for s in due {
+            self.finish_survey(s);
+        }
+        self.reporting
+            .retain(|_, (asked, _)| now.duration_since(*asked) < REQUEST_TIMEOUT);
         // Answer lookups whose time is up.
         let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lookups)
             .into_iter()
@@ -1054,6 +1139,16 @@ impl Node {
                         let _ = self.events.send(event).await;
                         return;
                     }
+                    SyncRequest::Status => {
+                        self.next_token += 1;
+                        self.reporting
+                            .insert(self.next_token, (Instant::now(), channel));
+                        let event = MeshEvent::StatusRequest {
+                            token: self.next_token,
+                        };
+                        let _ = self.events.send(event).await;
+                        return;
+                    }
                     SyncRequest::Delivered { ids } => {
                         let ids: Vec<String> = ids.into_iter().take(10_000).collect();
                         let _ = self.events.send(MeshEvent::Delivered { ids }).await;
@@ -1065,6 +1160,7 @@ impl Node {
                             records: Vec::new(),
                             replicas: Vec::new(),
                             inventory: Some(self.inventory()),
+                            status: None,
                         };
                         let _ = self
                             .swarm
@@ -1099,6 +1195,7 @@ impl Node {
                         records,
                         replicas: Vec::new(),
                         inventory: None,
+                        status: None,
                     },
                 );
             }
@@ -1124,6 +1221,12 @@ impl Node {
                 if let Some(inventory) = response.inventory {
                     self.heard_inventory(peer, inventory).await;
                 }
+                let report = match response.status {
+                    Some(r) if r.len() <= MAX_REPORT_BYTES => Ok(r),
+                    Some(r) => Err(format!("report too large ({} bytes)", r.len())),
+                    None => Err("answered without a report (older version?)".to_string()),
+                };
+                self.survey_answered(request_id, report);
                 self.replica_settled(request_id, Some(response.replicas));
                 self.lookup_answered(request_id);
             }
@@ -1134,6 +1237,7 @@ impl Node {
                 ..
             } => {
                 tracing::debug!(peer_id = %peer, error = %error, "sync request failed");
+                self.survey_answered(request_id, Err(format!("unreachable: {error}")));
                 self.replica_settled(request_id, None);
                 self.lookup_answered(request_id);
             }
@@ -1176,6 +1280,96 @@ impl Node {
                 let _ = f.reply.send(dedup(f.found));
             }
         }
+    }
+
+    /// Sends a status request to every appliance we know of: neighbours (connected or not:
+    /// a gone one must show as unreachable, not vanish) and those whose records we hold.
+    fn survey(&mut self, wait: Duration, reply: oneshot::Sender<Vec<PeerReport>>) {
+        let now = Instant::now();
+        let mut targets: HashMap<PeerId, String> = self
+            .peers
+            .iter()
+            .map(|(id, p)| (*id, p.info.node.clone()))
+            .collect();
+        for (record, _) in self.table.all(now) {
+            if let Ok(id) = record.peer.parse::<PeerId>() {
+                targets.entry(id).or_insert(record.node);
+            }
+        }
+        targets.remove(self.swarm.local_peer_id());
+        let mut survey = PendingSurvey {
+            reply,
+            deadline: now + wait,
+            outstanding: HashMap::new(),
+            answers: Vec::new(),
+        };
+        for (id, node) in targets {
+            if !self.swarm.is_connected(&id)
+                && self.peers.get(&id).is_some_and(|p| p.dial.is_none())
+            {
+                // Known only as a disconnected neighbour with nowhere to dial: say so now
+                // rather than after the deadline.
+                survey.answers.push(PeerReport {
+                    peer_id: id.to_base58(),
+                    node,
+                    report: Err("unreachable: not connected".to_string()),
+                });
+                continue;
+            }
+            let request = self
+                .swarm
+                .behaviour_mut()
+                .sync
+                .send_request(&id, SyncRequest::Status);
+            survey.outstanding.insert(request, id);
+            survey.answers.push(PeerReport {
+                peer_id: id.to_base58(),
+                node,
+                report: Err(format!("no answer within {} ms", wait.as_millis())),
+            });
+        }
+        if survey.outstanding.is_empty() {
+            self.finish_survey(survey);
+        } else {
+            self.surveys.push(survey);
+        }
+    }
+
+    /// A status request settled: record the answer, and reply once all are in.
+    fn survey_answered(&mut self, id: OutboundRequestId, report: Result<String, String>) {
+        let Some(i) = self
+            .surveys
+            .iter()
+            .position(|s| s.outstanding.contains_key(&id))
+        else {
+            return;
+        };
+        let s = &mut self.surveys[i];
+        if let Some(peer) = s.outstanding.remove(&id) {
+            let peer = peer.to_base58();
+            if let Some(slot) = s.answers.iter_mut().find(|a| a.peer_id == peer) {
+                slot.report = report;
+            }
+        }
+        if s.outstanding.is_empty() {
+            let s = self.surveys.swap_remove(i);
+            self.finish_survey(s);
+        }
+    }
+
+    fn finish_survey(&self, mut survey: PendingSurvey) {
+        for a in &mut survey.answers {
+            if a.node.is_empty()
+                && let Ok(id) = a.peer_id.parse::<PeerId>()
+                && let Some(p) = self.peers.get(&id)
+            {
+                a.node = p.info.node.clone();
+            }
+        }
+        survey
+            .answers
+            .sort_by(|a, b| a.node.cmp(&b.node).then(a.peer_id.cmp(&b.peer_id)));
+        let _ = survey.reply.send(survey.answers);
     }
 
     /// A lookup's request was answered (or failed): answer the lookup once all are in.

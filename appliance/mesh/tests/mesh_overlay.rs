@@ -252,3 +252,80 @@ async fn replicas_reach_holders_and_a_newcomer_fetches_them(
     let found = fetch.await.expect("fetch task");
     assert_eq!(found, replicas, "two answers, deduplicated by id");
 }
+
+/// Answers every status request with `report` until the test ends (a live appliance).
+fn answer_surveys(mut a: Appliance, report: &'static str) -> Mesh {
+    let mesh = a.mesh.clone();
+    tokio::spawn(async move {
+        while let Some(event) = a.events.recv().await {
+            if let MeshEvent::StatusRequest { token } = event {
+                a.mesh.answer_status(token, report.to_string()).await;
+            }
+        }
+    });
+    mesh
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survey_merges_answers_and_names_the_silent_and_the_gone_without_waiting_for_them() {
+    let a = start(51);
+    let b = start(52);
+    let c = start(53);
+    // D takes requests but its appliance never answers: a hung neighbour.
+    let d = start(54);
+    for other in [&b, &c, &d] {
+        a.mesh.dial(other.addr.clone()).await;
+    }
+    let (b_id, c_id, d_id) = (
+        b.mesh.peer_id().to_base58(),
+        c.mesh.peer_id().to_base58(),
+        d.mesh.peer_id().to_base58(),
+    );
+    let _b = answer_surveys(b, "{\"node\":\"b\"}");
+    let c = answer_surveys(c, "{\"node\":\"c\"}");
+    let _d_events = d.events;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a
+        .mesh
+        .status()
+        .await
+        .is_none_or(|s| s.peers.iter().filter(|p| p.connected).count() < 3)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "three neighbours connect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t = std::time::Instant::now();
+    let answers = a.mesh.survey(Duration::from_millis(1500)).await;
+    let took = t.elapsed();
+    let of = |id: &str| {
+        answers
+            .iter()
+            .find(|r| r.peer_id == id)
+            .map(|r| r.report.clone())
+    };
+    assert_eq!(of(&b_id), Some(Ok("{\"node\":\"b\"}".to_string())));
+    assert_eq!(of(&c_id), Some(Ok("{\"node\":\"c\"}".to_string())));
+    assert!(
+        matches!(of(&d_id), Some(Err(why)) if why.contains("no answer")),
+        "{answers:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "bounded by the wait: {took:?}"
+    );
+    // C stops: the next survey still lists it, as unreachable.
+    c.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answers = a.mesh.survey(Duration::from_millis(1500)).await;
+    let of = |id: &str| {
+        answers
+            .iter()
+            .find(|r| r.peer_id == id)
+            .map(|r| r.report.clone())
+    };
+    assert!(matches!(of(&c_id), Some(Err(_))), "{answers:?}");
+    assert!(matches!(of(&b_id), Some(Ok(_))), "{answers:?}");
+}

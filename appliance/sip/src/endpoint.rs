@@ -10,7 +10,7 @@ use crate::location::{Aor, Binding, BindingRecord, Location, RemoteRoute, Target
 use crate::media::{self, Media, Toward};
 use crate::message::ContactList;
 use crate::message::{self, Message, Method, ParseError, Request, Response};
-use crate::messaging::{DeliveryNotice, MessagingConfig, StoredMessage};
+use crate::messaging::{DeliveryNotice, MessagingConfig, StoredMessage, WebText};
 use crate::mwi::{self, Subscription, Subscriptions};
 use crate::proxy::{self, Context, Decision, Us};
 use crate::proxy::{
@@ -163,6 +163,9 @@ pub enum Command {
         at: String,
         datetime: String,
     },
+    /// Send a text typed on the web page; its outcome comes back as [`Event::TextAnswered`]
+    /// with `token`.
+    SendText { token: u64, text: WebText },
 }
 
 /// What the endpoint asks for.
@@ -196,6 +199,13 @@ pub enum Event {
     },
     /// Its owner deleted a voicemail: forget every copy.
     VoicemailDeleted { id: String, aor: Aor },
+    /// The final answer to a [`Command::SendText`]: 200 (a phone took it), 202 (stored for
+    /// later), or why not (404, 480, 503...).
+    TextAnswered {
+        token: u64,
+        status: u16,
+        reason: String,
+    },
 }
 
 #[derive(Debug)]
@@ -207,8 +217,9 @@ enum ServerMachine {
 #[derive(Debug)]
 struct ServerEntry {
     machine: ServerMachine,
-    /// A request the appliance made itself (a delivery notice): its responses go nowhere.
-    own: bool,
+    /// A request the appliance made itself: its responses go nowhere, and for a web text
+    /// (`Some(token)` with token ≠ 0) the final one becomes [`Event::TextAnswered`].
+    own: Option<u64>,
     key: String,
     reply: Target,
     request: Request,
@@ -714,6 +725,7 @@ impl<S: Storage> Endpoint<S> {
                 at,
                 datetime,
             } => self.originate(now, &notice, &at, &datetime),
+            Command::SendText { token, text } => self.send_text(now, token, &text),
             Command::ForgetMessages { ids } => {
                 let mut mailboxes: Vec<Aor> = Vec::new();
                 for id in ids {
@@ -831,7 +843,50 @@ impl<S: Storage> Endpoint<S> {
         let key = transaction::server_key(&request, request.method.as_str());
         let id = self.new_server(now, request, reply, key);
         if let Some(entry) = self.servers.get_mut(&id) {
-            entry.own = true;
+            entry.own = Some(0);
+        }
+        self.dispatch(now, id);
+    }
+
+    /// A text from the web page: dispatched through our own routing like a phone's MESSAGE
+    /// (a phone here, another appliance, or the store), its final answer told back.
+    fn send_text(&mut self, now: Instant, token: u64, text: &WebText) {
+        let local = self
+            .config
+            .mesh
+            .as_ref()
+            .map(|m| m.local)
+            .or_else(|| self.addrs.iter().min().copied());
+        let answer = |status: u16, reason: &str| {
+            Output::Event(Event::TextAnswered {
+                token,
+                status,
+                reason: reason.to_string(),
+            })
+        };
+        let Some(local) = local else {
+            self.outputs.push_back(answer(503, "No SIP address yet"));
+            return;
+        };
+        let ids = [
+            self.rng.next_u64(),
+            self.rng.next_u64(),
+            self.rng.next_u64(),
+        ];
+        let Some(request) = text.request(local, ids) else {
+            self.outputs.push_back(answer(400, "Bad Request"));
+            return;
+        };
+        tracing::info!(to = %text.to, "web text");
+        let reply = Target {
+            transport: Transport::Udp,
+            local,
+            remote: local,
+        };
+        let key = transaction::server_key(&request, request.method.as_str());
+        let id = self.new_server(now, request, reply, key);
+        if let Some(entry) = self.servers.get_mut(&id) {
+            entry.own = Some(token.max(1));
         }
         self.dispatch(now, id);
     }
@@ -1914,7 +1969,7 @@ impl<S: Storage> Endpoint<S> {
             id,
             ServerEntry {
                 machine,
-                own: false,
+                own: None,
                 key,
                 reply,
                 request,
@@ -1970,10 +2025,18 @@ impl<S: Storage> Endpoint<S> {
         let Some(entry) = self.servers.get(&id) else {
             return;
         };
-        if let Some(bytes) = step.send
-            && !entry.own
-        {
-            self.transmit(entry.reply, bytes);
+        match (step.send, entry.own) {
+            (Some(bytes), None) => self.transmit(entry.reply, bytes),
+            (Some(bytes), Some(token)) if token != 0 => {
+                if let Some((status, reason)) = final_status(&bytes) {
+                    self.outputs.push_back(Output::Event(Event::TextAnswered {
+                        token,
+                        status,
+                        reason,
+                    }));
+                }
+            }
+            _ => {}
         }
         if let Some(TuEvent::NoAck) = step.tu {
             tracing::info!("no ACK for a final response");
@@ -2291,4 +2354,14 @@ impl<S: Storage> Endpoint<S> {
         self.next_id += 1;
         self.next_id
     }
+}
+
+/// The status and reason of a final response in `bytes`; `None` for a provisional one.
+fn final_status(bytes: &[u8]) -> Option<(u16, String)> {
+    let line = bytes.split(|b| *b == b'\r').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.splitn(3, ' ');
+    let _version = parts.next()?;
+    let status: u16 = parts.next()?.parse().ok()?;
+    (status >= 200).then(|| (status, parts.next().unwrap_or("").to_string()))
 }

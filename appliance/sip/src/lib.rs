@@ -28,7 +28,9 @@ pub mod voicemail;
 pub use endpoint::{Command, Config, Datagram, Endpoint, Event, Input, MeshSide, Output};
 pub use location::{Aor, Binding, BindingRecord, RemoteRoute, Target};
 pub use media::{Media, MediaRefusal, Toward};
-pub use messaging::{DeliveryNotice, MessagingConfig, StoredMessage, id_belongs_to, item_id};
+pub use messaging::{
+    DeliveryNotice, MessagingConfig, StoredMessage, WEB_USER, WebText, id_belongs_to, item_id,
+};
 pub use registrar::RegistrarConfig;
 pub use storage::{MemoryStorage, Storage, StorageError};
 pub use transaction::Intervals;

@@ -49,6 +49,13 @@ pub struct Binding {
     pub source: SocketAddr,
     /// When the phone last registered (our clock; after a restart, the restart).
     pub registered_at: Instant,
+    /// The display name the phone gave in its REGISTER (To's, else From's), cleaned for the
+    /// operator: no surrounding quotes or whitespace, no control characters, at most
+    /// [`DISPLAY_NAME_MAX`](crate::registrar::DISPLAY_NAME_MAX) characters.
+    pub display_name: Option<String>,
+    /// When this phone first registered (our clock): a refresh, or a new binding that replaces
+    /// one of the same phone, keeps it; unlike `registered_at`, which every REGISTER moves.
+    pub since: Instant,
 }
 
 impl Binding {
@@ -66,6 +73,8 @@ impl Binding {
             local: self.target.local,
             remote: self.target.remote,
             source: self.source,
+            display_name: self.display_name.clone(),
+            registered_for: now.saturating_duration_since(self.since),
         }
     }
 
@@ -77,8 +86,8 @@ impl Binding {
     }
 }
 
-/// A binding as stored: relative expiry, because the core never sees wall-clock time and the
-/// store's clock may differ after a restart.
+/// A binding as stored: relative expiry and age, because the core never sees wall-clock time
+/// and the store's clock may differ after a restart.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BindingRecord {
     pub aor: String,
@@ -92,9 +101,14 @@ pub struct BindingRecord {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub source: SocketAddr,
+    pub display_name: Option<String>,
+    /// How long the phone has been registered (`now - since`); zero when unknown.
+    pub registered_for: Duration,
 }
 
 impl BindingRecord {
+    /// The binding back in the core's clock: `registered_at` is `now` (the restart), `since`
+    /// is `registered_for` before it (or `now` if the clock cannot go back that far).
     pub fn into_binding(self, now: Instant) -> Binding {
         Binding {
             aor: Aor(self.aor),
@@ -111,6 +125,8 @@ impl BindingRecord {
             },
             source: self.source,
             registered_at: now,
+            display_name: self.display_name,
+            since: now.checked_sub(self.registered_for).unwrap_or(now),
         }
     }
 }

@@ -101,6 +101,10 @@ pub struct Party {
     pub uri: Option<SipUri>,
     /// The `tag` parameter.
     pub tag: Option<String>,
+    /// The display name as sent, without its quotes and with quoted-pairs resolved; `None`
+    /// when there is none (an addr-spec, or nothing before `<`). Not cleaned: it may hold
+    /// control characters a quoted string let through.
+    pub display: Option<String>,
 }
 
 impl Party {
@@ -683,12 +687,13 @@ fn party(headers: &ezk_sip_types::Headers, name: &Name) -> Result<Party, String>
 /// forbids (an unbalanced quote, a comma in an unquoted display name: §3.1.2.6, §3.1.2.15).
 pub fn parse_party(value: &str) -> Option<Party> {
     let v = value.trim();
-    let (uri, params) = if let Some(rest) = v.strip_prefix('"') {
+    let (display, uri, params) = if let Some(rest) = v.strip_prefix('"') {
         let end = quoted_end(rest)?;
+        let display = unquote(&rest[..end]);
         let rest = rest[end + 1..].trim_start();
         let inner = rest.strip_prefix('<')?;
         let close = inner.find('>')?;
-        (&inner[..close], &inner[close + 1..])
+        (Some(display), &inner[..close], &inner[close + 1..])
     } else if let Some(open) = v.find('<') {
         let display = v[..open].trim();
         if !display
@@ -698,12 +703,13 @@ pub fn parse_party(value: &str) -> Option<Party> {
             return None;
         }
         let close = v[open..].find('>')? + open;
-        (&v[open + 1..close], &v[close + 1..])
+        let display = (!display.is_empty()).then(|| display.to_string());
+        (display, &v[open + 1..close], &v[close + 1..])
     } else {
         // addr-spec: parameters after the first ';' belong to the header (RFC 3261 §20.10).
         match v.find(';') {
-            Some(i) => (&v[..i], &v[i..]),
-            None => (v, ""),
+            Some(i) => (None, &v[..i], &v[i..]),
+            None => (None, v, ""),
         }
     };
     // Inside `<>` no whitespace is allowed at all (RFC 4475 §3.1.2.14); an addr-spec is trimmed.
@@ -747,7 +753,24 @@ pub fn parse_party(value: &str) -> Option<Party> {
             }
         }
     }
-    Some(Party { uri: sip_uri, tag })
+    Some(Party {
+        uri: sip_uri,
+        tag,
+        display: display.filter(|d| !d.is_empty()),
+    })
+}
+
+/// The text of a quoted string (its quotes already removed), quoted-pairs resolved.
+fn unquote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Index of the closing quote of a quoted string whose opening quote was just consumed.
@@ -903,6 +926,19 @@ mod tests {
         assert_eq!(r.common.from.tag.as_deref(), Some("1928301774"));
         assert_eq!(&r.body[..], b"v=0\n");
         assert_eq!(r.max_forwards(), Some(70));
+    }
+
+    #[test]
+    fn display_names_are_read_quoted_or_not() {
+        let display = |v: &str| parse_party(v).expect("parses").display;
+        assert_eq!(display("Bob <sip:bob@h>").as_deref(), Some("Bob"));
+        assert_eq!(
+            display(r#""Ana \"A\" Lima" <sip:201@h>;tag=x"#).as_deref(),
+            Some(r#"Ana "A" Lima"#)
+        );
+        assert_eq!(display(r#""" <sip:201@h>"#), None);
+        assert_eq!(display("<sip:201@h>"), None);
+        assert_eq!(display("sip:201@h;tag=x"), None);
     }
 
     #[test]

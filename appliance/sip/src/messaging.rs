@@ -134,6 +134,51 @@ fn aor_tag(aor: &str) -> u32 {
 /// notice of its own (a notice stored for an absent sender would otherwise beget another).
 pub const NOTICE_USER: &str = "fieldmesh";
 
+/// The user part of the URI that texts typed on the appliance's web page come from. Nobody
+/// can answer it, so such a text begets no delivery notice either.
+pub const WEB_USER: &str = "web";
+
+/// A text typed on the appliance's web page for an extension (the coordinator's laptop).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebText {
+    /// The extension it is for (its user part).
+    pub to: String,
+    /// Who typed it, shown as the From display name.
+    pub from_name: String,
+    pub text: String,
+}
+
+impl WebText {
+    /// The MESSAGE, as if a phone at `local` had sent it; `None` if the fields cannot make a
+    /// valid one (the web API validates them first, so this is a last line).
+    pub(crate) fn request(&self, local: std::net::SocketAddr, ids: [u64; 3]) -> Option<Request> {
+        let [branch, tag, call_id] = ids;
+        let host = local.ip();
+        let name: String = self
+            .from_name
+            .chars()
+            .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+            .take(64)
+            .collect();
+        let body = &self.text;
+        let text = format!(
+            "MESSAGE sip:{to}@{host} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKweb{branch:016x}\r\n\
+             Max-Forwards: 70\r\nFrom: \"{name}\" <sip:{WEB_USER}@{host}>;tag={tag:016x}\r\n\
+             To: <sip:{to}@{host}>\r\nCall-ID: {call_id:016x}@fieldmesh\r\nCSeq: 1 MESSAGE\r\n\
+             Content-Type: text/plain;charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len(),
+            to = self.to,
+        );
+        match parse(text.as_bytes(), false) {
+            Ok(Message::Request(r)) => Some(r),
+            _ => {
+                tracing::warn!(to = %self.to, "web text does not make a valid MESSAGE");
+                None
+            }
+        }
+    }
+}
+
 /// What the sender of a stored message is told once a phone took it: an RFC 5438 IMDN when
 /// the message asked for `positive-delivery`, else one line of text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,7 +204,9 @@ impl StoredMessage {
             .split_once(':')
             .and_then(|(_, rest)| rest.split_once('@'))
             .map(|(user, _)| user);
-        if user == Some(NOTICE_USER) || self.content_type.starts_with("message/imdn") {
+        if matches!(user, Some(NOTICE_USER | WEB_USER))
+            || self.content_type.starts_with("message/imdn")
+        {
             return None;
         }
         let cpim = self.content_type.starts_with("message/cpim");

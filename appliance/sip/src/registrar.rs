@@ -4,13 +4,20 @@
 //! Open mode: anyone may register any extension. A refresh from the same phone (same contact,
 //! same `+sip.instance`, else same REGISTER Call-ID) replaces its old binding instead of adding
 //! one, so a phone whose address changed does not leave a stale branch behind.
+//!
+//! For the operator's directory each binding keeps the display name of the REGISTER's To
+//! (else From), cleaned, and `since`: when the phone first registered, carried over from the
+//! binding a refresh replaces.
 
 use crate::location::{Aor, Binding, Location, Target};
-use crate::message::{ContactList, Request, print_uri, single};
+use crate::message::{ContactList, Party, Request, print_uri, single};
 use crate::reject::Reject;
 use crate::storage::Storage;
 use ezk_sip_types::Name;
 use std::time::{Duration, Instant};
+
+/// The longest display name kept for a binding, in characters (longer ones are cut).
+pub const DISPLAY_NAME_MAX: usize = 64;
 
 /// How the registrar treats Expires.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +86,8 @@ pub fn register(
                 .collect()
         }
         ContactList::Addresses(list) => {
+            let display =
+                display_name(&request.common.to).or_else(|| display_name(&request.common.from));
             let mut next = old.clone();
             for contact in list {
                 let expires = match contact.params.get_val("expires") {
@@ -98,7 +107,7 @@ pub fn register(
                     .params
                     .get_val("+sip.instance")
                     .map(|v| v.trim_matches('"').to_string());
-                let binding = Binding {
+                let mut binding = Binding {
                     aor: aor.clone(),
                     contact: print_uri(&contact.uri.uri),
                     q,
@@ -110,6 +119,8 @@ pub fn register(
                     target: target_for(&contact.uri.uri, target),
                     source: target.remote,
                     registered_at: now,
+                    display_name: display.clone(),
+                    since: now,
                 };
                 // A REGISTER older than the one that made a binding does not touch it.
                 if next
@@ -118,10 +129,17 @@ pub fn register(
                 {
                     continue;
                 }
-                next.retain(|b| {
-                    !b.same_phone(&binding) || (b.call_id == call_id && b.cseq == cseq)
-                });
-                next.retain(|b| b.contact != binding.contact);
+                // What this binding replaces: the same phone's earlier bindings (not those this
+                // very REGISTER made), and any binding of the same contact.
+                let replaces = |b: &Binding| {
+                    (b.same_phone(&binding) && !(b.call_id == call_id && b.cseq == cseq))
+                        || b.contact == binding.contact
+                };
+                let first = next.iter().filter(|b| replaces(b)).map(|b| b.since).min();
+                next.retain(|b| !replaces(b));
+                if let Some(first) = first {
+                    binding.since = first;
+                }
                 if expires > 0 {
                     next.push(binding);
                 }
@@ -144,6 +162,26 @@ pub fn register(
         })?;
     location.set(&aor, new.clone(), now + config.known_for);
     Ok((aor, new))
+}
+
+/// The display name of To or From, fit for the directory: control characters removed, quotes
+/// and whitespace trimmed from both ends, cut to [`DISPLAY_NAME_MAX`] characters; `None` if
+/// nothing is left.
+fn display_name(party: &Party) -> Option<String> {
+    let edge = |c: char| c.is_whitespace() || c == '"';
+    let kept: String = party
+        .display
+        .as_deref()?
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    let mut name: String = kept
+        .trim_matches(edge)
+        .chars()
+        .take(DISPLAY_NAME_MAX)
+        .collect();
+    name.truncate(name.trim_end_matches(edge).len());
+    (!name.is_empty()).then_some(name)
 }
 
 /// Where requests for a contact go: to the contact's own address when it is an IP literal
@@ -211,6 +249,28 @@ mod tests {
         assert_eq!(parse_q("1.5"), None);
         assert_eq!(parse_q("0.1234"), None);
         assert_eq!(parse_q("x"), None);
+    }
+
+    #[test]
+    fn display_names_are_cleaned_for_the_directory() {
+        let clean =
+            |header: &str| display_name(&crate::message::parse_party(header).expect("parses"));
+        assert_eq!(
+            clean(r#""Ana Lima" <sip:201@h>"#).as_deref(),
+            Some("Ana Lima")
+        );
+        assert_eq!(clean("Ana  Lima <sip:201@h>").as_deref(), Some("Ana  Lima"));
+        assert_eq!(clean(r#"" \"Ana\" " <sip:201@h>"#).as_deref(), Some("Ana"));
+        assert_eq!(
+            clean("\"A\u{7}na\u{1b}[2J\u{7f}\" <sip:201@h>").as_deref(),
+            Some("Ana[2J")
+        );
+        assert_eq!(clean("\"\u{1}\t \" <sip:201@h>"), None);
+        assert_eq!(clean("<sip:201@h>"), None);
+        let long = format!("\"{}\" <sip:201@h>", "é".repeat(200));
+        assert_eq!(clean(&long), Some("é".repeat(DISPLAY_NAME_MAX)));
+        let cut_at_space = format!("\"{} b\" <sip:201@h>", "a".repeat(DISPLAY_NAME_MAX - 1));
+        assert_eq!(clean(&cut_at_space), Some("a".repeat(DISPLAY_NAME_MAX - 1)));
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub struct BindingRow {
     pub local: String,
     pub remote: String,
     pub source: String,
+    /// The display name the phone gave, for the operator's directory.
+    pub display_name: Option<String>,
+    /// Unix milliseconds when the phone first registered; 0 when unknown (rows written before
+    /// migration 5).
+    pub since_ms: i64,
 }
 
 impl Db {
@@ -45,8 +50,9 @@ impl Db {
             }
             let mut upsert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO bindings
-                 (aor, contact, q, expires_ms, call_id, cseq, instance, transport, local, remote, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 (aor, contact, q, expires_ms, call_id, cseq, instance, transport, local, remote, source,
+                  display_name, since_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             for b in saved {
                 upsert.execute(params![
@@ -60,7 +66,9 @@ impl Db {
                     b.transport,
                     b.local,
                     b.remote,
-                    b.source
+                    b.source,
+                    b.display_name,
+                    b.since_ms
                 ])?;
             }
             tx.prepare_cached(
@@ -94,7 +102,8 @@ impl Db {
             params![now_ms],
         )?;
         let mut stmt = self.conn.prepare(
-            "SELECT aor, contact, q, expires_ms, call_id, cseq, instance, transport, local, remote, source
+            "SELECT aor, contact, q, expires_ms, call_id, cseq, instance, transport, local, remote, source,
+                    display_name, since_ms
              FROM bindings ORDER BY aor, contact",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -110,6 +119,8 @@ impl Db {
                 local: r.get(8)?,
                 remote: r.get(9)?,
                 source: r.get(10)?,
+                display_name: r.get(11)?,
+                since_ms: r.get(12)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -4,6 +4,7 @@
 //! This crate knows tables, not protocols: it stores rows the daemon hands it and gives them
 //! back typed. Times are Unix milliseconds chosen by the caller, so tests pick their own clock.
 
+mod allocations;
 mod bindings;
 mod db;
 mod error;
@@ -11,6 +12,7 @@ mod messages;
 mod migrations;
 mod voicemail;
 
+pub use allocations::AllocationRow;
 pub use bindings::BindingRow;
 pub use db::Db;
 pub use error::StoreError;

@@ -15,6 +15,8 @@ fn row(aor: &str, contact: &str, expires_ms: i64) -> BindingRow {
         local: "127.0.0.1:5060".into(),
         remote: "127.0.0.1:5071".into(),
         source: "127.0.0.1:5071".into(),
+        display_name: None,
+        since_ms: 0,
     }
 }
 
@@ -47,6 +49,55 @@ fn bindings_survive_reopening_and_expired_ones_are_dropped() {
         vec![("alice".to_string(), 1_000), ("bob".to_string(), 1_000)]
     );
     assert_eq!(db.known_extensions(1_001).expect("known"), vec![]);
+}
+
+#[test]
+fn display_name_and_since_round_trip_through_a_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = BindingRow {
+        display_name: Some("Ana \"A\" Lima ☎".into()),
+        since_ms: 1_700_000_000_123,
+        ..row("201", "sip:201@10.0.1.2:5070", 1_700_000_300_000)
+    };
+    let anonymous = BindingRow {
+        display_name: None,
+        since_ms: 1_700_000_000_456,
+        ..row("202", "sip:202@10.0.1.3:5070", 1_700_000_300_000)
+    };
+    {
+        let mut db = Db::open(dir.path()).expect("open");
+        db.save_registration("201", &[], std::slice::from_ref(&first), 1_700_000_000_123)
+            .expect("save");
+        db.save_registration(
+            "202",
+            &[],
+            std::slice::from_ref(&anonymous),
+            1_700_000_000_456,
+        )
+        .expect("save");
+    }
+    let mut db = Db::open(dir.path()).expect("reopen");
+    assert_eq!(
+        db.live_bindings(1_700_000_100_000).expect("read"),
+        vec![first.clone(), anonymous]
+    );
+
+    // A refresh rewrites the row with what the daemon hands it: a later expiry, the same since.
+    let refreshed = BindingRow {
+        expires_ms: 1_700_000_360_000,
+        cseq: 2,
+        ..first
+    };
+    db.save_registration(
+        "201",
+        &[],
+        std::slice::from_ref(&refreshed),
+        1_700_000_060_000,
+    )
+    .expect("refresh");
+    let live = db.live_bindings(1_700_000_100_000).expect("read");
+    assert_eq!(live[0], refreshed);
+    assert_eq!(live[0].since_ms, 1_700_000_000_123);
 }
 
 #[test]

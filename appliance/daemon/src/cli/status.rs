@@ -1,4 +1,4 @@
-//! `fieldmesh status | peers | phones`: the local daemon's view, through the same HTTP API the
+//! `fieldmesh status | peers | phones | calls`: the local daemon's view, through the same HTTP API the
 //! web page and tests use, as tables for people or `--json` for scripts.
 
 use anyhow::{Context, bail};
@@ -13,6 +13,7 @@ pub(crate) enum View {
     Status,
     Peers,
     Phones,
+    Calls,
 }
 
 /// Prints `view` from the daemon whose API listens on `api`.
@@ -58,6 +59,7 @@ fn json_of(view: View, status: &serde_json::Value) -> String {
         View::Status => status.clone(),
         View::Peers => status["peers"].clone(),
         View::Phones => phones(status),
+        View::Calls => calls(status),
     };
     format!(
         "{}\n",
@@ -85,6 +87,42 @@ fn phones(status: &serde_json::Value) -> serde_json::Value {
             "expires_in": r["expires_in"], "reachable": r["reachable"],
         })
     }));
+    serde_json::Value::Array(rows)
+}
+
+/// Every leg of the calls this appliance anchors, live ones first, then those that ended
+/// (newest first), with their quality figures.
+fn calls(status: &serde_json::Value) -> serde_json::Value {
+    let live = status["calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| (c, "live"));
+    let ended = status["recent_calls"]
+        .as_array()
+        .into_iter()
+        .flat_map(|a| a.iter().rev())
+        .map(|c| (c, "ended"));
+    let rows = live
+        .chain(ended)
+        .flat_map(|(c, state)| {
+            c["streams"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(move |s| {
+                    s["legs"].as_array().into_iter().flatten().map(move |l| {
+                        serde_json::json!({
+                            "call_id": c["call_id"], "state": state, "duration_s": c["duration_s"],
+                            "echo": c["echo"], "media": s["media"], "transcoded": s["transcoded"],
+                            "leg": l["leg"], "remote": l["remote"], "packets": l["packets"],
+                            "loss_pct": l["loss_pct"], "jitter_ms": l["jitter_ms"],
+                            "rtt_ms": l["rtt_ms"], "mos": l["mos"],
+                        })
+                    })
+                })
+        })
+        .collect();
     serde_json::Value::Array(rows)
 }
 
@@ -168,6 +206,38 @@ fn table(view: View, status: &serde_json::Value) -> String {
                 })
                 .collect(),
         ),
+        View::Calls => (
+            vec![
+                "call id", "state", "duration", "media", "leg", "far end", "packets", "loss",
+                "jitter", "rtt", "mos",
+            ],
+            calls(status)
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    let fixed = |v: &serde_json::Value, unit: &str| {
+                        v.as_f64().map_or("-".into(), |x| format!("{x:.1}{unit}"))
+                    };
+                    vec![
+                        s(&c["call_id"]),
+                        s(&c["state"]),
+                        fixed(&c["duration_s"], " s"),
+                        match c["transcoded"].as_str() {
+                            Some(t) => format!("{} ({t})", s(&c["media"])),
+                            None => s(&c["media"]),
+                        },
+                        s(&c["leg"]),
+                        s(&c["remote"]),
+                        s(&c["packets"]),
+                        fixed(&c["loss_pct"], " %"),
+                        fixed(&c["jitter_ms"], " ms"),
+                        fixed(&c["rtt_ms"], " ms"),
+                        c["mos"].as_f64().map_or("-".into(), |m| format!("{m:.2}")),
+                    ]
+                })
+                .collect(),
+        ),
     };
     render(&header, &rows)
 }
@@ -243,6 +313,41 @@ mod tests {
             status.contains("12D3KooWa") && status.lines().count() == 2,
             "{status}"
         );
+    }
+
+    #[test]
+    fn calls_lists_every_leg_live_first() {
+        let mut status = sample();
+        let leg = |leg: &str, mos: f64| {
+            serde_json::json!({"leg": leg, "remote": "10.42.0.2:4000", "packets": 250, "lost": 0,
+                "loss_pct": 0.0, "jitter_ms": 1.25, "rtt_ms": null, "mos": mos, "dropped": 0})
+        };
+        let call = |id: &str| {
+            serde_json::json!({"call_id": id, "duration_s": 5.0, "echo": false, "streams": [
+                {"media": "audio", "transcoded": "opus<->PCMU", "legs": [leg("caller", 4.4), leg("callee", 4.3)]}]})
+        };
+        status["calls"] = serde_json::json!([call("live-1")]);
+        status["recent_calls"] = serde_json::json!([call("old-1"), call("old-2")]);
+        let text = table(View::Calls, &status);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 7, "{text}");
+        assert!(lines[0].starts_with("CALL ID"), "{text}");
+        assert!(
+            lines[1].starts_with("live-1") && lines[1].contains("live"),
+            "{text}"
+        );
+        assert!(
+            lines[3].starts_with("old-2"),
+            "newest ended call first: {text}"
+        );
+        assert!(
+            text.contains("audio (opus<->PCMU)") && text.contains("4.40"),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&json_of(View::Calls, &status)).expect("json");
+        assert_eq!(json.as_array().map(Vec::len), Some(6));
+        assert_eq!(table(View::Calls, &sample()).lines().nth(1), Some("(none)"));
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub(crate) struct StatusRequest {
     pub(crate) reply: oneshot::Sender<(Vec<BindingView>, Vec<StoredView>)>,
 }
 
+/// A text typed on the web page, and where its SIP outcome goes: (status, reason).
+pub(crate) struct TextRequest {
+    pub(crate) text: sip::WebText,
+    pub(crate) reply: oneshot::Sender<(u16, String)>,
+}
+
 /// A message or voicemail this appliance keeps (its own or a replica), for the status API.
 #[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct StoredView {
@@ -63,6 +69,10 @@ pub(crate) struct BindingView {
     pub(crate) source: String,
     pub(crate) instance: Option<String>,
     pub(crate) call_id: String,
+    /// The display name of the phone's REGISTER, if it sent one.
+    pub(crate) display_name: Option<String>,
+    /// How long this phone has been registered (across refreshes).
+    pub(crate) registered_for_s: u64,
 }
 
 /// The bound sockets, created before the driver starts so bind errors stop startup.
@@ -144,6 +154,10 @@ pub(crate) struct Inbox {
     pub(crate) status: mpsc::Receiver<StatusRequest>,
     /// What the relay says: calls to end, voicemails recorded, mailbox keys.
     pub(crate) media_news: mpsc::Receiver<crate::driver::media::MediaNews>,
+    /// Texts typed on the web page.
+    pub(crate) texts: mpsc::Receiver<TextRequest>,
+    /// Where the overlay's status requests go (the web side answers them with its report).
+    pub(crate) reports: mpsc::Sender<u64>,
 }
 
 /// The driver's own settings.
@@ -169,7 +183,12 @@ pub(crate) async fn run(
     let Inbox {
         mut status,
         mut media_news,
+        mut texts,
+        reports,
     } = inbox;
+    // Web texts waiting for their final SIP answer, by token.
+    let mut texts_waiting: HashMap<u64, oneshot::Sender<(u16, String)>> = HashMap::new();
+    let mut next_text = 0u64;
     let Settings {
         max_message_bytes,
         restore_after,
@@ -238,6 +257,9 @@ pub(crate) async fn run(
                     if let Some(link) = &overlay {
                         crate::overlay::restore(&link.mesh, endpoint.storage(), restores);
                     }
+                } else if let mesh::MeshEvent::StatusRequest { token } = event {
+                    // Unanswered requests expire in the overlay: dropping one here is safe.
+                    let _ = reports.try_send(token);
                 } else if let mesh::MeshEvent::FetchRequest { token, aor } = &event {
                     // A neighbour asks what waits here for `aor` (its phone just registered).
                     let replicas = crate::overlay::held_for(endpoint.storage(), aor);
@@ -278,6 +300,14 @@ pub(crate) async fn run(
                     .map(|(id, aor, kind)| StoredView { id, aor, kind })
                     .collect();
                 let _ = request.reply.send((views(&endpoint), stored));
+            }
+            Some(request) = texts.recv() => {
+                next_text += 1;
+                // A caller that gave up leaves its slot; the map stays small (bounded wait).
+                texts_waiting.retain(|_, reply| !reply.is_closed());
+                texts_waiting.insert(next_text, request.reply);
+                let command = sip::Command::SendText { token: next_text, text: request.text };
+                endpoint.handle_input(Instant::now(), Input::Command(command));
             }
             Some(news) = media_news.recv() => {
                 endpoint.handle_input(Instant::now(), Input::Command(crate::media::command(news)));
@@ -329,6 +359,15 @@ pub(crate) async fn run(
                                 .await;
                             tracing::info!(id = %voicemail.id, aor = %voicemail.aor, holders, "voicemail replicated");
                         });
+                    }
+                }
+                Output::Event(sip::Event::TextAnswered {
+                    token,
+                    status,
+                    reason,
+                }) => {
+                    if let Some(reply) = texts_waiting.remove(&token) {
+                        let _ = reply.send((status, reason));
                     }
                 }
                 Output::Event(sip::Event::VoicemailDeleted { id, aor }) => {
@@ -394,6 +433,8 @@ fn views(endpoint: &Endpoint<SqlStorage>) -> Vec<BindingView> {
             source: b.source.to_string(),
             instance: b.instance.clone(),
             call_id: b.call_id.clone(),
+            display_name: b.display_name.clone(),
+            registered_for_s: now.saturating_duration_since(b.since).as_secs(),
         })
         .collect()
 }

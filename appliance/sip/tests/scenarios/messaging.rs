@@ -326,3 +326,69 @@ fn a_message_asking_for_an_imdn_gets_an_rfc_5438_delivered_notification() {
         .is_none()
     );
 }
+
+/// The outcomes of web texts, as (token, status).
+fn text_answers(net: &Net) -> Vec<(u64, u16)> {
+    net.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TextAnswered { token, status, .. } => Some((*token, *status)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_text_typed_on_the_web_page_reaches_the_phone_or_the_store_and_its_outcome_is_told() {
+    let mut net = Net::new(65);
+    let y = net.phone("10.0.1.3:5080", Answer::RingForever);
+    assert_eq!(net.register(y, "303", "reg-y", "300"), 200);
+    let text = |to: &str, body: &str| fieldmesh_sip::WebText {
+        to: to.into(),
+        from_name: "Coordinator \"HQ\"\r\nVia: x".into(),
+        text: body.into(),
+    };
+    net.command(fieldmesh_sip::Command::SendText {
+        token: 7,
+        text: text("303", "generator at noon"),
+    });
+    net.drive();
+    assert_eq!(text_answers(&net), vec![(7, 200)]);
+    assert_eq!(
+        bodies_received(&net, y),
+        vec!["generator at noon".to_string()]
+    );
+    let from = net
+        .phone_ref(y)
+        .received
+        .iter()
+        .find_map(|m| match m {
+            Message::Request(r) if r.method.is("MESSAGE") => r
+                .header(&ezk_sip_types::Name::FROM)
+                .next()
+                .map(str::to_string),
+            _ => None,
+        })
+        .expect("a MESSAGE");
+    // The name cannot smuggle a header: quotes and line breaks are gone.
+    assert!(
+        from.starts_with("\"Coordinator HQVia: x\" <sip:web@"),
+        "{from}"
+    );
+    // 303 leaves: the next text is stored (202) and its delivery begets no notice to "web".
+    assert_eq!(net.register(y, "303", "reg-y2", "0"), 200);
+    net.command(fieldmesh_sip::Command::SendText {
+        token: 8,
+        text: text("303", "are you there?"),
+    });
+    net.drive();
+    assert_eq!(text_answers(&net), vec![(7, 200), (8, 202)]);
+    assert_eq!(net.endpoint.storage().messages.len(), 1);
+    net.register(y, "303", "reg-y3", "300");
+    net.drive();
+    assert!(notices(&net).is_empty(), "no notice for a web text");
+    assert_eq!(
+        bodies_received(&net, y).last().map(String::as_str),
+        Some("are you there?")
+    );
+}

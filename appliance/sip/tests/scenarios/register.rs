@@ -133,3 +133,146 @@ fn bindings_expire_and_are_swept_from_storage() {
     assert!(net.endpoint.bindings(net.now).is_empty());
     assert!(net.endpoint.storage().bindings.is_empty());
 }
+
+/// A REGISTER for `user` from phone `from` with these To and From header values (the From tag
+/// is added); returns the final code.
+fn register_as(
+    net: &mut Net,
+    from: std::net::SocketAddr,
+    user: &str,
+    to: &str,
+    from_hdr: &str,
+    call_id: &str,
+    cseq: u32,
+) -> u16 {
+    let text = format!(
+        "REGISTER sip:{p} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKdn{call_id}{cseq}\r\n\
+         From: {from_hdr};tag=dn{cseq}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:{user}@{from}>\r\nExpires: 300\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        p = net.proxy
+    );
+    net.send_and_wait_final(from, &text)
+}
+
+/// The one live binding of `aor`.
+fn binding_of(net: &Net, aor: &str) -> fieldmesh_sip::Binding {
+    let found: Vec<_> = net
+        .endpoint
+        .bindings(net.now)
+        .into_iter()
+        .filter(|b| b.aor.0 == aor)
+        .cloned()
+        .collect();
+    assert_eq!(found.len(), 1, "one binding of {aor}: {found:?}");
+    found.into_iter().next().expect("one")
+}
+
+#[test]
+fn the_display_name_comes_from_to_and_a_refresh_keeps_since() {
+    let mut net = Net::new(10);
+    let ana = net.phone("10.0.1.2:5070", Answer::Silent);
+    let to = r#""Ana Lima" <sip:201@fieldmesh>"#;
+    let from = "<sip:201@fieldmesh>";
+    assert_eq!(register_as(&mut net, ana, "201", to, from, "ana", 1), 200);
+    let first = binding_of(&net, "201");
+    assert_eq!(first.display_name.as_deref(), Some("Ana Lima"));
+    assert_eq!(
+        first.since, first.registered_at,
+        "a first registration starts now"
+    );
+    let stored = &net.endpoint.storage().bindings;
+    assert_eq!(stored[0].display_name.as_deref(), Some("Ana Lima"));
+    assert_eq!(stored[0].registered_for, Duration::ZERO);
+
+    net.drive_for(Duration::from_secs(60));
+    assert_eq!(register_as(&mut net, ana, "201", to, from, "ana", 2), 200);
+    let refreshed = binding_of(&net, "201");
+    assert_eq!(
+        refreshed.since, first.since,
+        "since is kept across the refresh"
+    );
+    assert!(
+        refreshed.registered_at >= first.registered_at + Duration::from_secs(60),
+        "registered_at moves with every REGISTER"
+    );
+    assert_eq!(refreshed.display_name.as_deref(), Some("Ana Lima"));
+    let stored = &net.endpoint.storage().bindings;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].registered_for,
+        refreshed.registered_at - first.since,
+        "saved as an age relative to the REGISTER"
+    );
+
+    // The same phone from a new address (same Call-ID) replaces its binding and keeps since.
+    let moved = net.phone("10.0.1.9:5070", Answer::Silent);
+    net.drive_for(Duration::from_secs(60));
+    assert_eq!(register_as(&mut net, moved, "201", to, from, "ana", 3), 200);
+    let after_move = binding_of(&net, "201");
+    assert_eq!(after_move.contact, "sip:201@10.0.1.9:5070");
+    assert_eq!(after_move.since, first.since);
+
+    // Another phone of the same extension is registered since its own first REGISTER.
+    let desk = net.phone("10.0.1.3:5070", Answer::Silent);
+    assert_eq!(register_as(&mut net, desk, "201", to, from, "desk", 1), 200);
+    let other = net
+        .endpoint
+        .bindings(net.now)
+        .into_iter()
+        .find(|b| b.call_id == "desk")
+        .cloned()
+        .expect("the desk phone's binding");
+    assert_eq!(other.since, other.registered_at);
+    assert!(other.since > first.since);
+}
+
+#[test]
+fn an_overlong_or_control_laden_display_name_is_cut_and_cleaned_and_still_200() {
+    let mut net = Net::new(11);
+    let a = net.phone("10.0.1.2:5070", Answer::Silent);
+    let long = format!("\"{}\" <sip:301@fieldmesh>", "Ω".repeat(200));
+    assert_eq!(
+        register_as(&mut net, a, "301", &long, "<sip:301@fieldmesh>", "long", 1),
+        200
+    );
+    assert_eq!(
+        binding_of(&net, "301").display_name,
+        Some("Ω".repeat(fieldmesh_sip::registrar::DISPLAY_NAME_MAX))
+    );
+
+    let b = net.phone("10.0.1.3:5070", Answer::Silent);
+    let noisy = "\"\u{1b}[2J Ana\u{7}\u{0} Lima\u{7f} \" <sip:302@fieldmesh>";
+    assert_eq!(
+        register_as(&mut net, b, "302", noisy, "<sip:302@fieldmesh>", "noisy", 1),
+        200
+    );
+    assert_eq!(
+        binding_of(&net, "302").display_name.as_deref(),
+        Some("[2J Ana Lima")
+    );
+
+    // Nothing left after cleaning: no name from To, so From's is taken.
+    let c = net.phone("10.0.1.4:5070", Answer::Silent);
+    let empty = "\"\u{1}\u{2} \" <sip:303@fieldmesh>";
+    assert_eq!(
+        register_as(
+            &mut net,
+            c,
+            "303",
+            empty,
+            "Reception <sip:303@fieldmesh>",
+            "empty",
+            1
+        ),
+        200
+    );
+    assert_eq!(
+        binding_of(&net, "303").display_name.as_deref(),
+        Some("Reception")
+    );
+
+    // No display name anywhere: none.
+    let d = net.phone("10.0.1.5:5070", Answer::Silent);
+    assert_eq!(net.register(d, "304", "plain", "300"), 200);
+    assert_eq!(binding_of(&net, "304").display_name, None);
+}
