@@ -118,9 +118,8 @@ pub(crate) async fn run(
 
     let mut apis = Vec::new();
     for addr in &file.api_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Api {
+        let listener =
+            crate::driver::sip::bind_tcp(*addr, true).map_err(|source| StartError::Api {
                 addr: *addr,
                 source,
             })?;

@@ -376,7 +376,10 @@ pub(crate) fn daemon_toml(s: &Settings) -> String {
          [node]\n\
          name = \"{}\"\n\n\
          [sip]\n\
-         domains = [\"{NAME}\", \"fieldmesh\", \"{DOMAIN}\", \"fieldmesh.local\"]\n",
+         domains = [\"{NAME}\", \"fieldmesh\", \"{DOMAIN}\", \"fieldmesh.local\"]\n\n\
+         [api]\n\
+         # The web page for phones (http://{NAME}/) and the local CLI; never the mesh side.\n\
+         listen = [\"127.0.0.1:8080\", \"{AP_ADDRESS}:80\"]\n",
         s.node_name
     )
 }

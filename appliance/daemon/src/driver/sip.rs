@@ -105,7 +105,7 @@ impl Sockets {
         for &addr in listen {
             let err = |source| BindError { addr, source };
             udp.push(Arc::new(bind_udp(addr).map_err(err)?));
-            tcp.push(bind_tcp(addr).map_err(err)?);
+            tcp.push(bind_tcp(addr, false).map_err(err)?);
         }
         Ok(Sockets { udp, tcp })
     }
@@ -135,11 +135,17 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
-fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A TCP listener on `addr`. With `freebind` the address need not exist yet (`IP_FREEBIND`):
+/// the web page listens on the phone-side address, which appears only when the access point
+/// comes up, and not at all on a board without Wi-Fi.
+pub(crate) fn bind_tcp(addr: SocketAddr, freebind: bool) -> std::io::Result<TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
+        s.set_freebind_v6(freebind)?;
+    } else {
+        s.set_freebind_v4(freebind)?;
     }
     s.set_reuse_address(true)?;
     s.set_nonblocking(true)?;
