@@ -26,5 +26,6 @@ mod sip_register;
 mod sip_torture;
 mod sip_unknown_method;
 mod voicemail;
+mod web_conflict;
 mod web_join;
 mod web_views;

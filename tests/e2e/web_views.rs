@@ -91,6 +91,23 @@ fn web_views_merge_every_appliance_allocate_without_duplicates_and_name_the_sile
     );
     assert_eq!(directory["unreachable"], serde_json::json!([]));
 
+    // The same directory as phone books at stable URLs.
+    let vcf = nodes[0].get("/phonebook.vcf");
+    assert_eq!(vcf.status, 200);
+    assert!(
+        vcf.body.contains("FN:Bea Costa\r\n") && vcf.body.contains("TEL;TYPE=work,voice:2201\r\n"),
+        "{}",
+        vcf.body
+    );
+    assert_eq!(vcf.body.matches("BEGIN:VCARD").count(), 2, "{}", vcf.body);
+    let xml = nodes[0].get("/phonebook.xml");
+    assert!(
+        xml.body
+            .contains("<Name>Caio Dias</Name><Telephone>2301</Telephone>"),
+        "{}",
+        xml.body
+    );
+
     // The network view lists all three, each with its own account.
     let network = nodes[0].get("/api/network").json();
     for (name, phones) in [("a", 0), ("b", 1), ("c", 1)] {

@@ -151,6 +151,7 @@ pub(crate) async fn run(
     for listener in apis {
         api_tasks.spawn(web::serve(listener, state.clone(), stop_rx.clone()));
     }
+    api_tasks.spawn(web::conflict::watch(state.clone(), stop_rx.clone()));
     // Other appliances ask for our report (their network and directory views).
     let reporting = state.clone();
     api_tasks.spawn(async move {

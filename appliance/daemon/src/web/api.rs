@@ -1,6 +1,7 @@
 //! The JSON API: the same functions the pages use, for scripts, the CLI and tests. Every input
 //! is checked field by field; an error names the field (`{"error": "to: must be 2-8 digits"}`).
 
+use super::conflict::conflicts;
 use super::join::{self, Settings, valid_extension, valid_name};
 use super::report::{self, Report};
 use super::{ApiError, ApiState, TEXT_WAIT, unix_ms};
@@ -197,33 +198,6 @@ pub(crate) async fn directory(State(state): State<ApiState>) -> Result<Response,
         "conflicts": conflicts(&network),
     }))
     .into_response())
-}
-
-/// An extension handed out by two appliances (possible only across a partition).
-#[derive(Clone, Debug, serde::Serialize)]
-pub(crate) struct Conflict {
-    pub(crate) extension: String,
-    pub(crate) nodes: Vec<String>,
-}
-
-pub(crate) fn conflicts(network: &report::Network) -> Vec<Conflict> {
-    let mut by_extension: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
-    for a in &network.appliances {
-        for al in a.report.iter().flat_map(|r| &r.allocations) {
-            by_extension
-                .entry(&al.extension)
-                .or_default()
-                .push(a.node.clone());
-        }
-    }
-    by_extension
-        .into_iter()
-        .filter(|(_, nodes)| nodes.len() > 1)
-        .map(|(e, nodes)| Conflict {
-            extension: e.to_string(),
-            nodes,
-        })
-        .collect()
 }
 
 /// The settings a phone needs here, as reached by this request.

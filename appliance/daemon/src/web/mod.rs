@@ -5,6 +5,8 @@
 //! - [`report`]: what one appliance says about itself, and the network and directory views
 //!   merged from every appliance's report (asked over the overlay, bounded per peer).
 //! - [`join`]: settings, free extensions (rendezvous hashing), Linphone provisioning, QR.
+//! - [`conflict`]: an extension handed out on both sides of a partition, shown in the views and
+//!   told to its phones once the halves meet.
 //! - [`api`] (JSON) and [`pages`] (HTML) over the same functions; `phonebook` for phones.
 //!
 //! Guards on every request: bodies ≤ 16 KiB, a token bucket per client address (loopback, the
@@ -13,6 +15,7 @@
 //! configured to listen there for the read-only views).
 
 mod api;
+pub(crate) mod conflict;
 mod join;
 mod pages;
 mod phonebook;

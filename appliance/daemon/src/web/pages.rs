@@ -1,7 +1,8 @@
 //! The web page: plain HTML rendered here, a small stylesheet, forms for the two actions. It
 //! reads well on a 360-px phone (one column, tables that scroll sideways) and on a laptop.
 
-use super::api::{self, conflicts, settings};
+use super::api::{self, settings};
+use super::conflict::conflicts;
 use super::join::{escape as e, provisioning_xml, qr_svg, valid_extension};
 use super::report::{self, ApplianceView};
 use super::{ApiError, ApiState};
