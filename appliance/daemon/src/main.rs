@@ -166,8 +166,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            telemetry::init();
-            match run_until_signal(config) {
+            let errors = telemetry::init();
+            match run_until_signal(config, errors) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("fieldmesh: {e:#}");
@@ -178,7 +178,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_until_signal(config: config::Config) -> anyhow::Result<()> {
+fn run_until_signal(config: config::Config, errors: telemetry::RecentErrors) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -191,7 +191,7 @@ fn run_until_signal(config: config::Config) -> anyhow::Result<()> {
                 _ = term.recv() => {}
             }
         };
-        run::run(config, shutdown).await?;
+        run::run(config, errors, shutdown).await?;
         anyhow::Ok(())
     })?;
     // Tasks that ignored the stop signal must not delay exit.

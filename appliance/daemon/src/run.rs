@@ -27,6 +27,7 @@ pub(crate) enum StartError {
 /// Runs the appliance until `shutdown` completes.
 pub(crate) async fn run(
     config: Config,
+    errors: crate::telemetry::RecentErrors,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let started = Instant::now();
@@ -140,6 +141,7 @@ pub(crate) async fn run(
         db: std::sync::Arc::new(std::sync::Mutex::new(store::Db::open(&config.state_dir)?)),
         allocating: std::sync::Arc::new(tokio::sync::Mutex::new(())),
         limits: std::sync::Arc::new(web::Limits::new()),
+        errors,
         web: web::WebConfig {
             extensions: file.api_extensions,
             mesh_writes: file.api_mesh_writes,

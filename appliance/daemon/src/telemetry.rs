@@ -3,7 +3,7 @@
 //! view ("recent errors"), so an operator sees them without a shell on the appliance.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
@@ -12,7 +12,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 const KEPT: usize = 20;
 
-static RECENT: Mutex<VecDeque<(Instant, &'static str, String)>> = Mutex::new(VecDeque::new());
+/// The last warnings and errors, shared by the logging layer that fills it and the network
+/// view that shows it. Cloning shares.
+#[derive(Clone, Default)]
+pub(crate) struct RecentErrors(Arc<Mutex<VecDeque<Logged>>>);
+
+/// When, at which level, and the line.
+type Logged = (Instant, &'static str, String);
 
 /// A warning or error as the network view shows it.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -22,22 +28,24 @@ pub(crate) struct LoggedError {
     pub(crate) message: String,
 }
 
-/// The last warnings and errors, newest first.
-pub(crate) fn recent_errors() -> Vec<LoggedError> {
-    let recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
-    recent
-        .iter()
-        .rev()
-        .map(|(at, level, message)| LoggedError {
-            age_s: at.elapsed().as_secs(),
-            level: (*level).to_string(),
-            message: message.clone(),
-        })
-        .collect()
+impl RecentErrors {
+    /// The kept warnings and errors, newest first.
+    pub(crate) fn list(&self) -> Vec<LoggedError> {
+        let recent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        recent
+            .iter()
+            .rev()
+            .map(|(at, level, message)| LoggedError {
+                age_s: at.elapsed().as_secs(),
+                level: (*level).to_string(),
+                message: message.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Keeps WARN and ERROR events: the message and its fields, as one line.
-struct Recent;
+struct Recent(RecentErrors);
 
 struct Line(String);
 
@@ -62,7 +70,7 @@ impl<S: tracing::Subscriber> Layer<S> for Recent {
         event.record(&mut line);
         let mut text = line.0;
         text.truncate(300);
-        let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+        let mut recent = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() == KEPT {
             recent.pop_front();
         }
@@ -78,7 +86,9 @@ impl<S: tracing::Subscriber> Layer<S> for Recent {
     }
 }
 
-pub(crate) fn init() {
+/// Installs the subscriber; returns where the last warnings and errors are kept.
+pub(crate) fn init() -> RecentErrors {
+    let recent = RecentErrors::default();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::registry()
@@ -89,6 +99,40 @@ pub(crate) fn init() {
                 .with_ansi(ansi)
                 .with_filter(filter),
         )
-        .with(Recent.with_filter(tracing_subscriber::filter::LevelFilter::WARN))
+        .with(Recent(recent.clone()).with_filter(tracing_subscriber::filter::LevelFilter::WARN))
         .init();
+    recent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_and_errors_are_kept_newest_first_and_bounded() {
+        let recent = RecentErrors::default();
+        let subscriber = tracing_subscriber::registry().with(
+            Recent(recent.clone()).with_filter(tracing_subscriber::filter::LevelFilter::WARN),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("not kept");
+            tracing::warn!(peer_id = "12D3KooWx", "sync request failed");
+            for i in 0..KEPT {
+                tracing::error!(i, "store full");
+            }
+        });
+        let list = recent.list();
+        assert_eq!(list.len(), KEPT, "bounded");
+        assert_eq!(list[0].level, "error");
+        assert_eq!(list[0].message, format!("store full i={}", KEPT - 1));
+        recent.0.lock().expect("lock").truncate(0);
+        tracing::subscriber::with_default(
+            tracing_subscriber::registry().with(Recent(recent.clone())),
+            || tracing::warn!(peer_id = "12D3KooWx", "sync request failed"),
+        );
+        assert_eq!(
+            recent.list()[0].message,
+            "sync request failed peer_id=\"12D3KooWx\""
+        );
+    }
 }

@@ -58,6 +58,8 @@ pub(crate) struct ApiState {
     /// handled by the numbers' ownership, see [`join`]).
     pub(crate) allocating: Arc<tokio::sync::Mutex<()>>,
     pub(crate) limits: Arc<Limits>,
+    /// The last warnings and errors logged, for the network view.
+    pub(crate) errors: crate::telemetry::RecentErrors,
     pub(crate) web: WebConfig,
 }
 

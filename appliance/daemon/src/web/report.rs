@@ -162,7 +162,7 @@ pub(crate) async fn local(state: &ApiState) -> Option<Report> {
     if let Some(side) = state.mesh_sip() {
         addresses.push(side.to_string());
     }
-    let mut errors = crate::telemetry::recent_errors();
+    let mut errors = state.errors.list();
     errors.truncate(MAX_ERRORS);
     Some(Report {
         node: state.node.clone(),
