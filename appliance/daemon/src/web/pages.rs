@@ -332,8 +332,13 @@ pub(crate) async fn network(State(state): State<ApiState>) -> Response {
         return error_page(&state, ApiError::busy());
     };
     let mut body = format!(
-        "<h1>Network</h1><p>{} appliances, asked in {} ms.</p>{}",
+        "<h1>Network</h1><p>{} appliance{}, asked in {} ms.</p>{}",
         network.appliances.len(),
+        if network.appliances.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
         network.took_ms,
         conflict_banner(&network)
     );
