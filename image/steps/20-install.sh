@@ -33,6 +33,10 @@ aarch64-linux-gnu-strip -o "$ROOTFS/usr/bin/fieldmesh" "$bin"
 chmod 0755 "$ROOTFS/usr/bin/fieldmesh"
 echo "fieldmesh: $(du -h "$ROOTFS/usr/bin/fieldmesh" | cut -f1) stripped"
 
+# The project's own SIP scenarios for the two-appliance self-test (selftest/pair).
+install -d "$ROOTFS/usr/lib/fieldmesh/selftest/sipp"
+install -m 0644 "$REPO"/tests/sipp/{register,uac_proxy,uas_proxy}.xml "$ROOTFS/usr/lib/fieldmesh/selftest/sipp/"
+
 install -m 0755 "$REPO/image/steps/21-install.chroot.sh" "$ROOTFS/tmp/21-install.chroot.sh"
 chroot "$ROOTFS" /tmp/21-install.chroot.sh
 rm -f "$ROOTFS/tmp/21-install.chroot.sh"

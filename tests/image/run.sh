@@ -6,7 +6,11 @@
 #   3. mac80211_hwsim in the guest: a Wi-Fi client associates, gets a DHCP lease, resolves the
 #      appliance's name and registers a SIP phone over the simulated air (selftest "ap")
 #   4. two hwsim radios as 802.11s mesh points with batman-adv on top ping across ("mesh")
-#   5. two VMs discovering each other over bat0: not run yet (needs the mesh issue)
+#   5. two VMs from the image on one Ethernet link (qemu socket netdev on 127.0.0.1): batman-adv
+#      on it, the daemons find each other over bat0 by mDNS, and a phone (sipp) registered on
+#      VM 1 calls a phone registered on VM 2 (selftest "pair")
+#   6. power cut: a MESSAGE answered 202, then qemu killed; the next boot on the same disk
+#      comes up clean (fsck, ext4 journal), the daemon active and the message still stored
 # Env: IMGWORK (default /var/tmp/fieldmesh-img); FIELDMESH_IMAGE_REUSE=1 skips step 1 when
 # the image exists (for reruns by hand); FIELDMESH_SKIP_XZ=1 skips the .xz in step 1.
 # SIP from the host goes over TCP: see sipp_once.
@@ -25,15 +29,23 @@ result() { # STEP NAME PASS|FAIL T0 [DETAIL]
     echo "==== image test step $1 ($2): $3 in $(secs "$4" "$(now)") s${5:+ ($5)}"
     if [ "$3" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 }
-qemu_pid=""
+qemu_pid="" pair_pids=""
+stop_pid() {
+    [ -n "$1" ] || return 0
+    kill "$1" 2>/dev/null
+    for _ in $(seq 20); do kill -0 "$1" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$1" 2>/dev/null
+}
 stop_qemu() {
-    [ -n "$qemu_pid" ] || return 0
-    kill "$qemu_pid" 2>/dev/null
-    for _ in $(seq 20); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$qemu_pid" 2>/dev/null
+    stop_pid "$qemu_pid"
     qemu_pid=""
 }
-trap stop_qemu EXIT
+stop_all() {
+    stop_qemu
+    for p in $pair_pids; do stop_pid "$p"; done
+    pair_pids=""
+}
+trap stop_all EXIT
 wait_serial() { # FILE PATTERN SECONDS: waits for a line in the serial log
     local deadline=$(( $(date +%s) + $3 ))
     while [ "$(date +%s)" -lt $deadline ]; do
@@ -58,7 +70,7 @@ sipp_once() { # SCENARIO-FILE USER: one sipp call over TCP to the forwarded SIP 
     (cd "$sippdir" && timeout --kill-after=5 10 sipp "127.0.0.1:$SIP_PORT" -sf "$1" \
         -s "$2" -key cport "$lport" -key expires 120 -key domain fieldmesh.mesh \
         -i 127.0.0.1 -p "$lport" -t t1 -m 1 \
-        -nostdin -timeout 3s -timeout_error -trace_err -error_file errors.log >/dev/null 2>&1)
+        -nostdin -timeout "${SIPP_TIMEOUT:-3}s" -timeout_error -trace_err -error_file errors.log >/dev/null 2>&1)
 }
 
 # ---- step 1: build from scratch
@@ -118,10 +130,42 @@ if boot "$w" "systemd.wants=fieldmesh-selftest.service fieldmesh.selftest=diag" 
 else
     detail="qemu did not start"
 fi
+[ $step2 = PASS ] || { stop_qemu; grep -a 'diag: ' "$w/serial.log"; tail -n 60 "$w/serial.log" 2>/dev/null; cat "$sippdir/errors.log" 2>/dev/null | tail -n 20; }
+result 2 "boot + SIP from the host" $step2 "$t0" "$detail"
+
+# ---- step 6 (on step 2's VM): pull the power while it runs, boot the same disk again
+t0=$(now)
+step6=FAIL detail=""
+if [ $step2 = PASS ] && SIPP_TIMEOUT=10 sipp_once "$REPO/tests/image/message_domain.xml" 777; then
+    kill -9 "$qemu_pid"; qemu_pid=""      # the power cut: no shutdown, no sync
+    cp "$w/serial.log" "$w/serial-before-cut.log"
+    if "$REPO/image/qemu/boot.sh" --background --work "$w" --keep-disk \
+            --append "systemd.wants=fieldmesh-selftest.service fieldmesh.selftest=diag" "$IMAGE"; then
+        qemu_pid=$(cat "$w/qemu.pid")
+        if wait_serial "$w/serial.log" FIELDMESH-SELFTEST-DONE 400; then
+            marker=$(grep -a -m1 FIELDMESH-BOOT-OK "$w/serial.log" | tr -d '\r')
+            grep -a -E 'diag: (stored|fs |fsck )' "$w/serial.log" | tr -d '\r' | sed 's/^.*diag:/guest: diag:/' | awk '!seen[$0]++'
+            if ! echo "$marker" | grep -q 'fieldmesh=active'; then
+                detail="fieldmesh not active after the power cut: $marker"
+            elif ! grep -a 'diag: stored' "$w/serial.log" | grep -q '"aor":"777"'; then
+                detail="the message answered 202 before the cut is gone"
+            else
+                step6=PASS
+                detail="message answered 202, power cut, next boot: daemon active, message kept"
+            fi
+        else
+            detail="no self-test marker after the reboot"
+        fi
+    else
+        detail="qemu did not start again"
+    fi
+else
+    detail="no 202 for the MESSAGE before the cut"
+fi
 stop_qemu
 rm -f "$w/image.img"   # the copy carrying the bad settings file
-[ $step2 = PASS ] || { grep -a 'diag: ' "$w/serial.log"; tail -n 60 "$w/serial.log" 2>/dev/null; cat "$sippdir/errors.log" 2>/dev/null | tail -n 20; }
-result 2 "boot + SIP from the host" $step2 "$t0" "$detail"
+[ $step6 = PASS ] || tail -n 60 "$w/serial.log" 2>/dev/null
+result 6 "power cut: file system, SQLite state" $step6 "$t0" "$detail"
 
 # ---- steps 3 and 4: one boot with four mac80211_hwsim radios; the guest runs its self-tests
 t0=$(now)
@@ -146,9 +190,34 @@ done
 grep -qa 'FIELDMESH-SELFTEST .* FAIL\|FIELDMESH-SELFTEST-DONE' "$w/serial.log" 2>/dev/null \
     && ! grep -qa 'FIELDMESH-SELFTEST .* FAIL' "$w/serial.log" || tail -n 80 "$w/serial.log" 2>/dev/null
 
-# ---- step 5
-echo "==== image test step 5 (two VMs over bat0: mDNS discovery, call across): NOT RUN YET (needs the mesh issue)"
-skipped=$((skipped + 1))
+# ---- step 5: two VMs on one Ethernet link; each runs selftest "pair" (caller or callee)
+t0=$(now)
+w1=$IMGWORK/test-pair-1 w2=$IMGWORK/test-pair-2
+rm -rf "$w1" "$w2"
+link=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+pair="systemd.wants=fieldmesh-selftest.service fieldmesh.selftest=pair,diag fieldmesh.selftest.poweroff=1"
+if "$REPO/image/qemu/boot.sh" --background --work "$w1" --node 1 --smp 1 --mem 768 \
+        --link "listen:$link" --append "$pair fieldmesh.pair=callee" "$IMAGE"; then
+    pair_pids=$(cat "$w1/qemu.pid")
+    if "$REPO/image/qemu/boot.sh" --background --work "$w2" --node 2 --smp 1 --mem 768 \
+            --link "connect:$link" --append "$pair fieldmesh.pair=caller" "$IMAGE"; then
+        pair_pids="$pair_pids $(cat "$w2/qemu.pid")"
+    fi
+fi
+deadline=$(( $(date +%s) + 900 ))   # both VMs together, under TCG on two cores
+for x in "$w1" "$w2"; do
+    [ -f "$x/qemu.pid" ] && wait_serial "$x/serial.log" FIELDMESH-SELFTEST-DONE $(( deadline - $(date +%s) ))
+done
+stop_all
+r=PASS
+for x in "$w1" "$w2"; do
+    grep -a -E 'selftest pair:' "$x/serial.log" 2>/dev/null | tr -d '\r' | sed "s/^.*selftest pair:/guest $(basename "$x"): selftest pair:/" | awk '!seen[$0]++'
+    grep -qa 'FIELDMESH-SELFTEST pair PASS' "$x/serial.log" 2>/dev/null || r=FAIL
+done
+if [ $r = FAIL ]; then
+    for x in "$w1" "$w2"; do grep -a 'diag: ' "$x/serial.log" 2>/dev/null | tail -n 40; done
+fi
+result 5 "two VMs over bat0: mDNS discovery, a call across" $r "$t0"
 
 echo "$passed passed, $failed failed, $skipped skipped"
 [ $failed = 0 ]
