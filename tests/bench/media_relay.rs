@@ -58,7 +58,7 @@
 //! `target/bench/media-relay-latest.md`. Uses the `fieldmesh` binary `tests/support/node.rs`
 //! finds (the newest of target/{release,debug}, or `FIELDMESH_BIN`): build `--release`.
 
-use fieldmesh_tests::host::{clock_ticks, cpu_model, cpu_ticks, pin, which};
+use fieldmesh_tests::host::{clock_ticks, cpu_model, cpu_ticks, pin, pss_bytes, which};
 use fieldmesh_tests::lab::{Appliance, Lab, PHONE_IP, PHONE_SIDE_IP, SIP_PORT, in_netns};
 use fieldmesh_tests::node::{Node, NodeOptions};
 use fieldmesh_tests::trace::percentile;
@@ -237,6 +237,11 @@ fn main() {
         None => "not available".to_string(),
     };
 
+    // Before any call: the baseline of the footprint per active call.
+    let pss_idle = (
+        pss_bytes(fm_pid),
+        rtpengine.as_ref().map(|r| pss_bytes(r.pid())),
+    );
     let mut relay_rows: Vec<Row> = Vec::new();
     let (mut fm_going, mut re_going) = (true, rtpengine.is_some());
     for (step, &n) in cfg.relay_calls.iter().enumerate() {
@@ -292,6 +297,7 @@ fn main() {
         floor: &floor,
         relay: &relay_rows,
         transcode: &transcode_rows,
+        pss_idle,
         took: started.elapsed(),
     });
     println!("\n{report}");
@@ -335,6 +341,8 @@ struct Row {
     /// Level of the PCMU the transcoder made for the phone (the mesh side's 440 Hz tone was
     /// sent at -9 dBFS RMS).
     pcmu_dbfs: Option<f64>,
+    /// The relay's PSS with this step's calls up, after streaming (bytes).
+    pss_active: u64,
     note: String,
 }
 
@@ -436,6 +444,7 @@ fn fieldmesh_step(
             &[node.pid()],
         );
         result.fill(&mut row);
+        row.pss_active = pss_bytes(node.pid());
     }
     let t = Instant::now();
     let ended = peer.bye_all(&calls);
@@ -1911,6 +1920,7 @@ impl Rtpengine {
                 &[self.pid()],
             );
             result.fill(&mut row);
+            row.pss_active = pss_bytes(self.pid());
         }
         for (call_id, from_tag) in ids {
             let _ = self.command(
@@ -1968,6 +1978,8 @@ struct Render<'a> {
     floor: &'a Row,
     relay: &'a [Row],
     transcode: &'a [Row],
+    /// PSS before the first call: fieldmesh, rtpengine (bytes).
+    pss_idle: (u64, Option<u64>),
     took: Duration,
 }
 
@@ -2148,6 +2160,46 @@ fn render(r: &Render<'_>) -> String {
         out,
         "| transcoded calls per core = 1e6 / (µs/frame × 100 frames/s) | {} | - | - |",
         f1(per_core(tc_us).map(f64::round))
+    );
+    // Footprint per active call: PSS with the calls of a step up, less the PSS before the
+    // first call, per call (the step with 100 calls, as the issue asks, else the largest).
+    let per_call_kb = |rows: &[Row], relay: &str, idle: Option<u64>| {
+        let of = |row: &Row| row.relay == relay && row.pss_active > 0 && row.setup_failed == 0;
+        let row = rows
+            .iter()
+            .find(|row| of(row) && row.calls == 100)
+            .or_else(|| {
+                rows.iter()
+                    .filter(|row| of(row))
+                    .max_by_key(|row| row.calls)
+            })?;
+        let grown = row.pss_active.saturating_sub(idle?) as f64;
+        Some((grown / row.calls as f64 / 1024.0, row.calls, row.pss_active))
+    };
+    let fm_pc = per_call_kb(r.relay, "fieldmesh", Some(r.pss_idle.0));
+    let re_pc = per_call_kb(r.relay, "rtpengine", r.pss_idle.1);
+    let tc_pc = per_call_kb(r.transcode, "fieldmesh", Some(r.pss_idle.0));
+    let cell = |v: Option<(f64, usize, u64)>| {
+        v.map_or("-".to_string(), |(kb, n, pss)| {
+            format!("{kb:.1} ({n} calls, PSS {:.1} MB)", pss as f64 / 1e6)
+        })
+    };
+    let _ = writeln!(
+        out,
+        "| KB of PSS per active relayed call (PSS idle: fieldmesh {:.1} MB{}) | {} | {} | {} |",
+        r.pss_idle.0 as f64 / 1e6,
+        r.pss_idle.1.map_or(String::new(), |p| format!(
+            ", rtpengine {:.1} MB",
+            p as f64 / 1e6
+        )),
+        cell(fm_pc),
+        cell(re_pc),
+        f2(fm_pc.zip(re_pc).map(|(a, b)| a.0 / b.0)),
+    );
+    let _ = writeln!(
+        out,
+        "| KB of PSS per active transcoded call (target ≤ 8 KB per active call) | {} | - | - |",
+        cell(tc_pc),
     );
     let notes: Vec<String> = r
         .relay

@@ -28,7 +28,7 @@
 //! sipp run is bounded in count and time, and only processes this bench started are stopped,
 //! by PID. Needs `sipp` (sip-tester), `kamailio` and `kamailio-sqlite-modules`, and `strip`.
 
-use fieldmesh_tests::host::{clock_ticks, cpu_model, cpu_ticks, pin, which};
+use fieldmesh_tests::host::{clock_ticks, cpu_model, cpu_ticks, pin, pss_bytes, which};
 use fieldmesh_tests::ports::free_port;
 use fieldmesh_tests::sipp::scenario_path;
 use fieldmesh_tests::trace::{percentile, ringing_latencies};
@@ -367,15 +367,6 @@ fn process_tree(pid: u32) -> Vec<u32> {
     out.sort_unstable();
     out.dedup();
     out
-}
-
-fn pss_bytes(pid: u32) -> u64 {
-    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// A SUT's CPU and memory at one moment, summed over its processes.

@@ -1,5 +1,5 @@
 //! The machine a benchmark runs on and the processes it measures: tools on the PATH, CPU time
-//! by PID, pinning to a core, and what CPU this is. Shared by every benchmark in `bench/`.
+//! and memory (PSS) by PID, pinning to a core, and what CPU this is. Shared by every benchmark in `bench/`.
 
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
@@ -82,4 +82,14 @@ pub fn env_number(bench: &str, key: &str, default: u64) -> u64 {
         }),
         Err(_) => default,
     }
+}
+
+/// Proportional set size of one process in bytes (`/proc/PID/smaps_rollup`); 0 if it is gone.
+pub fn pss_bytes(pid: u32) -> u64 {
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
