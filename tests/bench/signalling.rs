@@ -29,6 +29,7 @@
 //! by PID. Needs `sipp` (sip-tester), `kamailio` and `kamailio-sqlite-modules`, and `strip`.
 
 use fieldmesh_tests::host::{clock_ticks, cpu_model, cpu_ticks, pin, pss_bytes, which};
+use fieldmesh_tests::node::target_dir;
 use fieldmesh_tests::ports::free_port;
 use fieldmesh_tests::sipp::scenario_path;
 use fieldmesh_tests::trace::{percentile, ringing_latencies};
@@ -266,12 +267,6 @@ impl Tools {
             kamailio_sqlite_sql,
         }
     }
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
 /// The machine and versions, for the table's heading.

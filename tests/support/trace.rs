@@ -3,16 +3,12 @@
 //! sipp's `-trace_rtt` has 4 ms steps here; the message log has µs timestamps.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Writes a bench's Markdown `report` to `target/bench/<stem>-<unix time>.md` and
 /// `target/bench/<stem>-latest.md` (honouring `CARGO_TARGET_DIR`), so runs can be compared.
 pub fn write_report(stem: &str, report: &str) {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("bench");
+    let dir = crate::node::target_dir().join("bench");
     if let Err(e) = std::fs::create_dir_all(&dir) {
         eprintln!("cannot create {}: {e}", dir.display());
         return;
