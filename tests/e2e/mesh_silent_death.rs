@@ -80,14 +80,11 @@ fn calls_to_a_silently_dead_appliance_get_480_and_after_restart_its_phones_answe
         c_id,
         "C's overlay identity changed across the restart"
     );
-    wait_route(
-        &nodes[0],
-        "301",
-        &nodes[2],
-        c.mesh_sip(),
-        ROUTE_WAIT,
-        |_| true,
-    );
+    // A still holds C's record, suspended since C went silent: wait until C is back in
+    // A's overlay and the record routes again.
+    wait_route(&nodes[0], "301", &nodes[2], c.mesh_sip(), ROUTE_WAIT, |r| {
+        r["reachable"] == true
+    });
     a.caller("uac_proxy")
         .service("301")
         .pause_ms(200)
