@@ -21,7 +21,7 @@ cp -a "$ROOTFS_BASE" "$ROOTFS"
 # Root-owned whatever the checkout's owner (mkfs.ext4 -d keeps owners, NOTES §5.7).
 tar -C "$REPO/rootfs-overlay" --owner=0 --group=0 -cf - . | tar -C "$ROOTFS" -xf -
 units=$ROOTFS/usr/lib/systemd/system
-for f in "$REPO"/systemd/*.service "$REPO"/systemd/*.timer "$REPO"/systemd/*.target; do
+for f in "$REPO"/systemd/*.service "$REPO"/systemd/*.path "$REPO"/systemd/*.timer "$REPO"/systemd/*.target; do
     [ -e "$f" ] && install -m 0644 "$f" "$units/"
 done
 for d in "$REPO"/systemd/*.d; do

@@ -39,6 +39,8 @@ pub(crate) struct ConfigFile {
     pub(crate) ping_interval: Duration,
     pub(crate) ping_timeout: Duration,
     pub(crate) peer_timeout: Duration,
+    /// Where the connected neighbours are written as chrony peers; `None`: nowhere.
+    pub(crate) mesh_chrony_sources: Option<PathBuf>,
     pub(crate) media_enabled: bool,
     /// First and last port of the RTP relay's range (both inclusive; the first is even).
     pub(crate) media_ports: (u16, u16),
@@ -150,6 +152,7 @@ impl ConfigFile {
             mesh_enabled: true,
             mesh_interface: Vec::new(),
             mesh_listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
+            mesh_chrony_sources: None,
             ping_interval: Duration::ZERO,
             ping_timeout: Duration::ZERO,
             peer_timeout: Duration::ZERO,
@@ -237,6 +240,18 @@ impl ConfigFile {
                 }
             }
             "mesh.listen" => self.mesh_listen = socket_addr(name, &string(name, v)?)?,
+            "mesh.chrony_sources" => {
+                let path = string(name, v)?;
+                self.mesh_chrony_sources = match path.as_str() {
+                    "" => None,
+                    p if p.starts_with('/') && p.ends_with(".sources") => Some(PathBuf::from(p)),
+                    p => {
+                        return Err(ConfigError(format!(
+                            "{name}: {p:?} is not an absolute path ending in .sources"
+                        )));
+                    }
+                }
+            }
             "mesh.ping_interval_ms" => {
                 self.ping_interval = Duration::from_millis(integer(name, v, 100, 60_000)?)
             }

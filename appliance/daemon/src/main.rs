@@ -1,6 +1,7 @@
 //! The `fieldmesh` binary: `fieldmesh run` starts the appliance.
 
 mod cli;
+mod clock;
 mod config;
 mod driver;
 mod media;

@@ -149,14 +149,21 @@ pub(crate) async fn run(
         },
     };
     let api_addr: Vec<_> = apis.iter().filter_map(|a| a.local_addr().ok()).collect();
-    let mut api_tasks = tokio::task::JoinSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for listener in apis {
-        api_tasks.spawn(web::serve(listener, state.clone(), stop_rx.clone()));
+        tasks.spawn(web::serve(listener, state.clone(), stop_rx.clone()));
     }
-    api_tasks.spawn(web::conflict::watch(state.clone(), stop_rx.clone()));
+    tasks.spawn(web::conflict::watch(state.clone(), stop_rx.clone()));
+    if let Some(path) = file.mesh_chrony_sources.clone() {
+        tasks.spawn(crate::clock::run(
+            mesh_handle.clone(),
+            path,
+            stop_rx.clone(),
+        ));
+    }
     // Other appliances ask for our report (their network and directory views).
     let reporting = state.clone();
-    api_tasks.spawn(async move {
+    tasks.spawn(async move {
         while let Some(token) = reports_rx.recv().await {
             let Some(report) = web::report::local(&reporting).await else {
                 continue;
@@ -205,8 +212,8 @@ pub(crate) async fn run(
     // Bounded: a stuck task must not keep the appliance from stopping within 2 s.
     let _ = tokio::time::timeout(Duration::from_millis(1500), async {
         let _ = sip_task.await;
-        api_tasks.abort_all();
-        while api_tasks.join_next().await.is_some() {}
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
     })
     .await;
     Ok(())

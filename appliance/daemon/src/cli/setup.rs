@@ -16,6 +16,8 @@ pub(crate) const AP_ADDRESS: &str = "10.42.0.1";
 /// The phone-side DNS domain and the appliance's fixed name in it.
 const DOMAIN: &str = "mesh";
 const NAME: &str = "fieldmesh.mesh";
+/// Where the daemon keeps its mesh neighbours as chrony peers (`sourcedir` of chrony's conf).
+const CHRONY_SOURCES: &str = "/run/fieldmesh/chrony/mesh.sources";
 const SIP_PORT: u16 = 5060;
 /// The AP interface: the Pi's built-in radio.
 const AP_INTERFACE: &str = "wlan0";
@@ -379,7 +381,10 @@ pub(crate) fn daemon_toml(s: &Settings) -> String {
          domains = [\"{NAME}\", \"fieldmesh\", \"{DOMAIN}\", \"fieldmesh.local\"]\n\n\
          [api]\n\
          # The web page for phones (http://{NAME}/) and the local CLI; never the mesh side.\n\
-         listen = [\"127.0.0.1:8080\", \"{AP_ADDRESS}:80\"]\n",
+         listen = [\"127.0.0.1:8080\", \"{AP_ADDRESS}:80\"]\n\n\
+         [mesh]\n\
+         # The neighbours as chrony peers: one clock among the appliances (fieldmesh-chrony.path).\n\
+         chrony_sources = \"{CHRONY_SOURCES}\"\n",
         s.node_name
     )
 }
@@ -395,8 +400,13 @@ pub(crate) fn mesh_env(s: &Settings) -> String {
 
 fn write_all(s: &Settings, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
-    // chrony's sourcedir for mesh peers (chrony/conf.d/fieldmesh.conf); filled at run time.
-    std::fs::create_dir_all(out.join("chrony"))?;
+    // chrony's sourcedir for mesh peers (chrony/conf.d/fieldmesh.conf), which the daemon
+    // (user fieldmesh) fills at run time.
+    let chrony = out.join("chrony");
+    std::fs::create_dir_all(&chrony)?;
+    if let Ok(Some(user)) = nix::unistd::User::from_name("fieldmesh") {
+        nix::unistd::chown(&chrony, Some(user.uid), Some(user.gid))?;
+    }
     write_file(&out.join("hostapd-wlan0.conf"), &hostapd_conf(s), 0o600)?;
     write_file(&out.join("dnsmasq.conf"), &dnsmasq_conf(s), 0o644)?;
     write_file(&out.join("mesh.env"), &mesh_env(s), 0o644)?;
