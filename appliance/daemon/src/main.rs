@@ -168,6 +168,7 @@ fn main() -> ExitCode {
                 }
             };
             let errors = telemetry::init();
+            raise_open_file_limit();
             match run_until_signal(config, errors) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -176,6 +177,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: the relay binds a socket per port
+/// (1000 by default), and with the overlay, the phones' TCP connections and SQLite's files the
+/// usual soft limit of 1024 runs out (an `open` then fails, and SQLite cannot open its database).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "open-file limit not raised");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "open-file limit unknown"),
     }
 }
 
