@@ -33,11 +33,11 @@ fn neighbours(status: &mesh::MeshStatus) -> BTreeSet<IpAddr> {
         .collect()
 }
 
-/// Replaces `path` with `text` in one step (a reader never sees half a file).
+/// Rewrites `path` in place, in one write: closing it is what the path unit sees
+/// (`PathChanged=` fires on close after write; a rename over the file went unnoticed), and
+/// chrony reads it only when reloaded afterwards.
 fn write(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    std::fs::write(path, text)
 }
 
 /// Runs until `stop` changes, rewriting `path` whenever the set of neighbours changes (and
@@ -114,12 +114,11 @@ mod tests {
     }
 
     #[test]
-    fn the_file_is_replaced_whole() {
+    fn the_file_is_rewritten_whole() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("mesh.sources");
-        write(&path, "one\n").expect("write");
+        write(&path, "one longer line\n").expect("write");
         write(&path, "two\n").expect("rewrite");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "two\n");
-        assert!(!path.with_extension("tmp").exists());
     }
 }
