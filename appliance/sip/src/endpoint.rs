@@ -724,7 +724,7 @@ impl<S: Storage> Endpoint<S> {
                 notice,
                 at,
                 datetime,
-            } => self.originate(now, &notice, &at, &datetime),
+            } => self.send_notice(now, &notice, &at, &datetime),
             Command::SendText { token, text } => self.send_text(now, token, &text),
             Command::ForgetMessages { ids } => {
                 let mut mailboxes: Vec<Aor> = Vec::new();
@@ -812,51 +812,22 @@ impl<S: Storage> Endpoint<S> {
         }
     }
 
-    /// Sends a request the appliance makes itself through its own proxy logic, as if one of
-    /// its phones had sent it: to the sender's phones here, to the appliance that serves it,
-    /// or into the store when it is away.
-    fn originate(&mut self, now: Instant, notice: &DeliveryNotice, at: &str, datetime: &str) {
-        let local = self
-            .config
-            .mesh
-            .as_ref()
-            .map(|m| m.local)
-            .or_else(|| self.addrs.iter().min().copied());
-        let Some(local) = local else {
+    /// Sends a delivery notice through our own proxy logic (see [`Self::originate`]).
+    fn send_notice(&mut self, now: Instant, notice: &DeliveryNotice, at: &str, datetime: &str) {
+        let Some((local, ids)) = self.own_origin() else {
             tracing::info!(sender = %notice.sender, "no address of ours known yet: notice not sent");
             return;
         };
-        let ids = [
-            self.rng.next_u64(),
-            self.rng.next_u64(),
-            self.rng.next_u64(),
-        ];
         let Some(request) = notice.request(local, at, datetime, ids) else {
             return;
         };
         tracing::info!(sender = %notice.sender, aor = %notice.aor, imdn = notice.imdn.is_some(), "delivery notice");
-        let reply = Target {
-            transport: Transport::Udp,
-            local,
-            remote: local,
-        };
-        let key = transaction::server_key(&request, request.method.as_str());
-        let id = self.new_server(now, request, reply, key);
-        if let Some(entry) = self.servers.get_mut(&id) {
-            entry.own = Some(0);
-        }
-        self.dispatch(now, id);
+        self.originate(now, request, local, 0);
     }
 
-    /// A text from the web page: dispatched through our own routing like a phone's MESSAGE
-    /// (a phone here, another appliance, or the store), its final answer told back.
+    /// A text from the web page, sent like a delivery notice; its final answer is told back as
+    /// [`Event::TextAnswered`] with `token`.
     fn send_text(&mut self, now: Instant, token: u64, text: &WebText) {
-        let local = self
-            .config
-            .mesh
-            .as_ref()
-            .map(|m| m.local)
-            .or_else(|| self.addrs.iter().min().copied());
         let answer = |status: u16, reason: &str| {
             Output::Event(Event::TextAnswered {
                 token,
@@ -864,20 +835,40 @@ impl<S: Storage> Endpoint<S> {
                 reason: reason.to_string(),
             })
         };
-        let Some(local) = local else {
+        let Some((local, ids)) = self.own_origin() else {
             self.outputs.push_back(answer(503, "No SIP address yet"));
             return;
         };
-        let ids = [
-            self.rng.next_u64(),
-            self.rng.next_u64(),
-            self.rng.next_u64(),
-        ];
         let Some(request) = text.request(local, ids) else {
             self.outputs.push_back(answer(400, "Bad Request"));
             return;
         };
         tracing::info!(to = %text.to, "web text");
+        self.originate(now, request, local, token.max(1));
+    }
+
+    /// Where a request of our own comes from (our mesh address, else our lowest listening
+    /// address) and three fresh ids for its branch, tag and Call-ID.
+    fn own_origin(&mut self) -> Option<(SocketAddr, [u64; 3])> {
+        let local = self
+            .config
+            .mesh
+            .as_ref()
+            .map(|m| m.local)
+            .or_else(|| self.addrs.iter().min().copied())?;
+        let ids = [
+            self.rng.next_u64(),
+            self.rng.next_u64(),
+            self.rng.next_u64(),
+        ];
+        Some((local, ids))
+    }
+
+    /// Sends a request the appliance makes itself through its own proxy logic, as if one of
+    /// its phones had sent it: to the phones here, to the appliance that serves the extension,
+    /// or into the store when it is away. Its responses go nowhere, except that a `token` ≠ 0
+    /// turns the final one into [`Event::TextAnswered`].
+    fn originate(&mut self, now: Instant, request: Request, local: SocketAddr, token: u64) {
         let reply = Target {
             transport: Transport::Udp,
             local,
@@ -886,7 +877,7 @@ impl<S: Storage> Endpoint<S> {
         let key = transaction::server_key(&request, request.method.as_str());
         let id = self.new_server(now, request, reply, key);
         if let Some(entry) = self.servers.get_mut(&id) {
-            entry.own = Some(token.max(1));
+            entry.own = Some(token);
         }
         self.dispatch(now, id);
     }
