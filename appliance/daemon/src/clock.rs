@@ -2,7 +2,8 @@
 //! themselves: chrony runs in orphan mode (`rootfs-overlay/etc/chrony/conf.d/fieldmesh.conf`)
 //! and needs its neighbours as peers, which it cannot discover; the overlay can. This keeps
 //! one `peer ADDRESS iburst` line per connected, compatible neighbour in a chrony sources file
-//! (`mesh.chrony_sources`); a path unit makes chrony reload it (`chronyc reload sources`).
+//! (`mesh.chrony_sources`); `systemd/fieldmesh-chrony.path` makes chrony reload it at once
+//! (`chronyc reload sources`), and `fieldmesh-chrony.timer` every 30 s.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -40,8 +41,9 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
-/// Runs until `stop` changes, rewriting `path` whenever the set of neighbours changes (and
-/// once at start, with none: peers of an earlier run are gone).
+/// Runs until `stop` changes, rewriting `path` whenever the set of connected neighbours
+/// changes (the first time once the overlay is up: the file lives in /run, so a reboot starts
+/// without one).
 pub(crate) async fn run(
     mesh: tokio::sync::watch::Receiver<Option<mesh::Mesh>>,
     path: PathBuf,
@@ -52,7 +54,7 @@ pub(crate) async fn run(
         let handle = mesh.borrow().clone();
         let now = match handle {
             Some(m) => m.status().await.map(|s| neighbours(&s)),
-            None => Some(BTreeSet::new()),
+            None => None,
         };
         if let Some(now) = now
             && written.as_ref() != Some(&now)
