@@ -36,9 +36,14 @@ fn neighbours(status: &mesh::MeshStatus) -> BTreeSet<IpAddr> {
 
 /// Rewrites `path` in place, in one write: closing it is what the path unit sees
 /// (`PathChanged=` fires on close after write; a rename over the file went unnoticed), and
-/// chrony reads it only when reloaded afterwards.
+/// chrony reads it only when reloaded afterwards. World-readable whatever our umask (the
+/// unit's is 0077): chronyd reads it as its own user.
 fn write(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut file = std::fs::File::create(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    file.write_all(text.as_bytes())
 }
 
 /// Runs until `stop` changes, rewriting `path` whenever the set of connected neighbours
@@ -122,5 +127,8 @@ mod tests {
         write(&path, "one longer line\n").expect("write");
         write(&path, "two\n").expect("rewrite");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "two\n");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "chronyd, another user, reads it");
     }
 }
