@@ -978,10 +978,22 @@ impl Node {
                 ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
+                let ip = addr.iter().find_map(|p| match p {
+                    Protocol::Ip4(ip) => Some(ip.to_string()),
+                    Protocol::Ip6(ip) => Some(ip.to_string()),
+                    _ => None,
+                });
                 self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 if num_established.get() == 1 {
                     tracing::info!(peer_id = %peer_id, "overlay connection up");
                     self.mark_connected(peer_id, true).await;
+                    // A neighbour that dialled us before we heard its announcement: its
+                    // address is the connection's (the views and the clock need one).
+                    if let (Some(p), Some(ip)) = (self.peers.get_mut(&peer_id), ip)
+                        && p.info.addrs.is_empty()
+                    {
+                        p.info.addrs = vec![ip];
+                    }
                     // Anti-entropy: tell the peer what we have; it sends what we lack.
                     let digest = self.digest();
                     self.swarm
