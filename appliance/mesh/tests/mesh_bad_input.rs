@@ -141,16 +141,16 @@ async fn a_rogue_peer_cannot_poison_the_table_or_evict_an_honest_binding() {
         }
     }
     let a_id = a.peer_id().to_base58();
-    let mut messages: Vec<Vec<u8>> = (0..2_000u64)
-        .map(|i| record(&format!("9{i}"), &rogue_id, 10 + i, 60))
-        .collect();
-    messages.extend([
+    // The malformed, forged and absurd ones first, so they are sent however soon B cuts the
+    // flood off; then the flood.
+    let mut messages: Vec<Vec<u8>> = vec![
         b"{not json".to_vec(),
         record("201", &a_id, FORGED_SEQ, 300),
         record("666", &rogue_id, 1, 10_000_000),
         record("a b", &rogue_id, 2, 60),
         vec![b'x'; 40 * 1024],
-    ]);
+    ];
+    messages.extend((0..2_000u64).map(|i| record(&format!("9{i}"), &rogue_id, 10 + i, 60)));
     let mut published = 0;
     let mut last_error = String::new();
     let started = tokio::time::Instant::now();
@@ -171,11 +171,17 @@ async fn a_rogue_peer_cannot_poison_the_table_or_evict_an_honest_binding() {
         let _ = tokio::time::timeout(Duration::from_millis(20), rogue.next()).await;
     }
     let took = started.elapsed();
-    // The flood must outrun the burst allowance; B may also cut the rogue off on its own
-    // (it stops answering pings while it floods), which ends the publishing early.
+    // The flood either outran the burst allowance (then the rate limit below is what holds
+    // it), or B cut the rogue off first (its rejections and pings), which ends the publishing
+    // early: both are B defending itself; a flood that simply stopped is not.
+    let cut_off = last_error.contains("NoPeersSubscribedToTopic");
     assert!(
-        published > 500,
+        published > 500 || cut_off,
         "the rogue managed to publish {published}: {last_error}"
+    );
+    eprintln!(
+        "rogue: {published} published{}",
+        if cut_off { ", then B cut it off" } else { "" }
     );
 
     let status = b.status().await.expect("B still answers");
