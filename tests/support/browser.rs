@@ -76,46 +76,61 @@ impl Browser {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn chromium: {e} (Debian package `chromium`)"));
+        let group = Pid::from_raw(i32::try_from(child.id()).expect("PID fits i32"));
         let mut child = Some(child);
-        // `DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID`
-        let port: u16 = wait_until_why("chromium's DevTools port", BROWSER_TIMEOUT, || {
-            let text = fs::read_to_string(&log).unwrap_or_default();
-            if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!(
-                    "chromium exited with {status} during start:\n{}",
-                    tail(&text, 30)
-                );
-            }
-            text.lines()
-                .find_map(|l| l.strip_prefix("DevTools listening on ws://127.0.0.1:"))
-                .and_then(|rest| rest.split('/').next()?.parse().ok())
-                .ok_or_else(|| tail(&text, 30))
-        });
-        let devtools = SocketAddr::from(([127, 0, 0, 1], port));
-        let connect = || {
-            // The page target Chromium opened for about:blank (not its own browser_ui pages).
-            // Its first answers may be empty while it is still starting: ask until one is JSON.
-            let list = wait_until_why("DevTools /json/list", BROWSER_TIMEOUT, || {
-                let reply = http::get(devtools, "/json/list").map_err(|e| e.to_string())?;
-                serde_json::from_str::<Value>(&reply.body).map_err(|e| format!("{e}: {reply:?}"))
+        // A start that fails must not leave Chromium running: kill its group, then fail.
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // `DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID`
+            let port: u16 = wait_until_why("chromium's DevTools port", BROWSER_TIMEOUT, || {
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    panic!(
+                        "chromium exited with {status} during start:\n{}",
+                        tail(&text, 30)
+                    );
+                }
+                text.lines()
+                    .find_map(|l| l.strip_prefix("DevTools listening on ws://127.0.0.1:"))
+                    .and_then(|rest| rest.split('/').next()?.parse().ok())
+                    .ok_or_else(|| tail(&text, 30))
             });
-            let url = list
-                .as_array()
-                .and_then(|targets| targets.iter().find(|t| t["type"] == "page"))
-                .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-                .unwrap_or_else(|| panic!("no page target in {list}"))
-                .to_string();
-            let stream = TcpStream::connect(devtools).expect("connect DevTools");
-            stream
-                .set_read_timeout(Some(Duration::from_millis(200)))
-                .expect("timeout");
-            let (ws, _) = tungstenite::client(url.as_str(), stream)
-                .unwrap_or_else(|e| panic!("DevTools handshake with {url}: {e}"));
-            ws
-        };
-        let ws = match netns {
-            Some(ns) => in_netns(ns, connect),
-            None => connect(),
+            let devtools = SocketAddr::from(([127, 0, 0, 1], port));
+            let connect = || {
+                // The page target Chromium opened for about:blank (not its own browser_ui pages).
+                // Its first answers may be empty while it is still starting: ask until one is JSON.
+                let list = wait_until_why("DevTools /json/list", BROWSER_TIMEOUT, || {
+                    let reply = http::get(devtools, "/json/list").map_err(|e| e.to_string())?;
+                    serde_json::from_str::<Value>(&reply.body)
+                        .map_err(|e| format!("{e}: {reply:?}"))
+                });
+                let url = list
+                    .as_array()
+                    .and_then(|targets| targets.iter().find(|t| t["type"] == "page"))
+                    .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+                    .unwrap_or_else(|| panic!("no page target in {list}"))
+                    .to_string();
+                let stream = TcpStream::connect(devtools).expect("connect DevTools");
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(200)))
+                    .expect("timeout");
+                let (ws, _) = tungstenite::client(url.as_str(), stream)
+                    .unwrap_or_else(|e| panic!("DevTools handshake with {url}: {e}"));
+                ws
+            };
+            match netns {
+                Some(ns) => in_netns(ns, connect),
+                None => connect(),
+            }
+        }));
+        let ws = match started {
+            Ok(ws) => ws,
+            Err(panic) => {
+                let _ = killpg(group, Signal::SIGKILL);
+                if let Some(mut c) = child.take() {
+                    let _ = c.wait();
+                }
+                std::panic::resume_unwind(panic);
+            }
         };
         Browser {
             ws,
