@@ -30,6 +30,17 @@ fn bodies_received(net: &Net, phone: SocketAddr) -> Vec<String> {
         .collect()
 }
 
+/// The From header of the first MESSAGE `phone` received.
+fn first_message_from(net: &Net, phone: SocketAddr) -> Option<String> {
+    net.phone_ref(phone).received.iter().find_map(|m| match m {
+        Message::Request(r) if r.method.is("MESSAGE") => r
+            .header(&ezk_sip_types::Name::FROM)
+            .next()
+            .map(str::to_string),
+        _ => None,
+    })
+}
+
 #[test]
 fn messages_to_an_absent_extension_are_stored_then_delivered_in_order_once() {
     let mut net = Net::new(60);
@@ -227,18 +238,7 @@ fn the_sender_of_a_stored_message_is_told_when_it_was_delivered() {
         )]
     );
     // The notice came from the appliance, and telling 201 stored nothing.
-    let notice_from = net
-        .phone_ref(x)
-        .received
-        .iter()
-        .find_map(|m| match m {
-            Message::Request(r) if r.method.is("MESSAGE") => r
-                .header(&ezk_sip_types::Name::FROM)
-                .next()
-                .map(str::to_string),
-            _ => None,
-        })
-        .expect("a notice");
+    let notice_from = first_message_from(&net, x).expect("a notice");
     assert!(
         notice_from.starts_with("\"fieldmesh\" <sip:fieldmesh@fieldmesh>"),
         "{notice_from}"
@@ -358,18 +358,7 @@ fn a_text_typed_on_the_web_page_reaches_the_phone_or_the_store_and_its_outcome_i
         bodies_received(&net, y),
         vec!["generator at noon".to_string()]
     );
-    let from = net
-        .phone_ref(y)
-        .received
-        .iter()
-        .find_map(|m| match m {
-            Message::Request(r) if r.method.is("MESSAGE") => r
-                .header(&ezk_sip_types::Name::FROM)
-                .next()
-                .map(str::to_string),
-            _ => None,
-        })
-        .expect("a MESSAGE");
+    let from = first_message_from(&net, y).expect("a MESSAGE");
     // The name cannot smuggle a header: quotes and line breaks are gone.
     assert!(
         from.starts_with("\"Coordinator HQVia: x\" <sip:web@"),
