@@ -152,7 +152,6 @@ impl WebText {
     /// The MESSAGE, as if a phone at `local` had sent it; `None` if the fields cannot make a
     /// valid one (the web API validates them first, so this is a last line).
     pub(crate) fn request(&self, local: std::net::SocketAddr, ids: [u64; 3]) -> Option<Request> {
-        let [branch, tag, call_id] = ids;
         let host = local.ip();
         let name: String = self
             .from_name
@@ -160,22 +159,15 @@ impl WebText {
             .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
             .take(64)
             .collect();
-        let body = &self.text;
-        let text = format!(
-            "MESSAGE sip:{to}@{host} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKweb{branch:016x}\r\n\
-             Max-Forwards: 70\r\nFrom: \"{name}\" <sip:{WEB_USER}@{host}>;tag={tag:016x}\r\n\
-             To: <sip:{to}@{host}>\r\nCall-ID: {call_id:016x}@fieldmesh\r\nCSeq: 1 MESSAGE\r\n\
-             Content-Type: text/plain;charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len(),
-            to = self.to,
-        );
-        match parse(text.as_bytes(), false) {
-            Ok(Message::Request(r)) => Some(r),
-            _ => {
-                tracing::warn!(to = %self.to, "web text does not make a valid MESSAGE");
-                None
-            }
-        }
+        let to = format!("sip:{}@{host}", self.to);
+        own_message(OwnMessage {
+            uri: &to,
+            from: &format!("\"{name}\" <sip:{WEB_USER}@{host}>"),
+            local,
+            ids,
+            content_type: "text/plain;charset=utf-8",
+            body: &self.text,
+        })
     }
 }
 
@@ -252,7 +244,6 @@ impl DeliveryNotice {
         datetime: &str,
         ids: [u64; 3],
     ) -> Option<Request> {
-        let [branch, tag, call_id] = ids;
         let host = self
             .sender
             .split_once('@')
@@ -261,7 +252,7 @@ impl DeliveryNotice {
             Some(message_id) => (
                 format!("<{}>", self.recipient),
                 "message/cpim",
-                self.imdn_body(message_id, datetime, call_id),
+                self.imdn_body(message_id, datetime, ids[2]),
             ),
             None => {
                 let what = match &self.excerpt {
@@ -275,21 +266,14 @@ impl DeliveryNotice {
                 )
             }
         };
-        let text = format!(
-            "MESSAGE {sender} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKnotice{branch:016x}\r\n\
-             Max-Forwards: 70\r\nFrom: {from};tag={tag:016x}\r\nTo: <{sender}>\r\n\
-             Call-ID: {call_id:016x}@fieldmesh\r\nCSeq: 1 MESSAGE\r\nContent-Type: {content_type}\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len(),
-            sender = self.sender,
-        );
-        match parse(text.as_bytes(), false) {
-            Ok(Message::Request(r)) => Some(r),
-            _ => {
-                tracing::warn!(sender = %self.sender, "delivery notice does not make a valid MESSAGE");
-                None
-            }
-        }
+        own_message(OwnMessage {
+            uri: &self.sender,
+            from: &from,
+            local,
+            ids,
+            content_type,
+            body: &body,
+        })
     }
 
     /// RFC 5438 §7.2.1.1: a CPIM-wrapped `message/imdn+xml` saying "delivered".
@@ -406,6 +390,44 @@ fn xml_escape(s: &str) -> String {
 /// Whether a request is a MESSAGE (the only method stored and forwarded).
 pub(crate) fn is_message(request: &Request) -> bool {
     request.method.is(message::Method::MESSAGE)
+}
+
+/// A MESSAGE the appliance sends itself (a delivery notice, a text from the web page).
+struct OwnMessage<'a> {
+    /// Request-URI and To.
+    uri: &'a str,
+    /// The From header's value, without its tag.
+    from: &'a str,
+    local: std::net::SocketAddr,
+    /// Branch, tag and Call-ID.
+    ids: [u64; 3],
+    content_type: &'a str,
+    body: &'a str,
+}
+
+/// The request for `m`, through the same parse edge as the network's (`None`, logged, if the
+/// fields cannot make a valid one).
+fn own_message(m: OwnMessage<'_>) -> Option<Request> {
+    let [branch, tag, call_id] = m.ids;
+    let text = format!(
+        "MESSAGE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKown{branch:016x}\r\n\
+         Max-Forwards: 70\r\nFrom: {from};tag={tag:016x}\r\nTo: <{uri}>\r\n\
+         Call-ID: {call_id:016x}@fieldmesh\r\nCSeq: 1 MESSAGE\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        m.body.len(),
+        uri = m.uri,
+        local = m.local,
+        from = m.from,
+        content_type = m.content_type,
+        body = m.body,
+    );
+    match parse(text.as_bytes(), false) {
+        Ok(Message::Request(r)) => Some(r),
+        _ => {
+            tracing::warn!(uri = %m.uri, "a message of our own does not make a valid MESSAGE");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
